@@ -1,0 +1,57 @@
+"""The `slimdrive` command: one subcommand per job, each configured by a Hydra config under `conf/`.
+
+    slimdrive server port=2000 map=town
+    slimdrive bench server vehicles=50 walkers=50
+    slimdrive bench policy out=bench.json
+
+Every argument after the subcommand is a Hydra override (`key=value`, `+key=value`, `group=option`).
+Commands that write files print where they wrote them.
+"""
+from __future__ import annotations
+
+import importlib
+import sys
+from pathlib import Path
+
+CONF_DIR = Path(__file__).resolve().parent / "conf"
+
+# subcommand words -> (config name under conf/, "module:function" taking the composed DictConfig)
+COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
+    ("server",): ("server", "envs.server.__main__:run"),
+    ("bench", "server"): ("bench/server", "envs.server.bench:run"),
+    ("bench", "policy"): ("bench/policy", "agent.bench:run"),
+}
+
+
+def load_config(config_name: str, overrides: list[str]):
+    """Compose `conf/<config_name>.yaml` with Hydra overrides (no working-directory change, no logging setup)."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose(config_name=config_name, overrides=overrides)
+
+
+def _usage() -> str:
+    names = "\n".join("  slimdrive " + " ".join(words) + " [key=value ...]" for words in COMMANDS)
+    return f"usage:\n{names}\n\nArguments after the command are Hydra overrides of conf/<command>.yaml."
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    for n_words in (2, 1):
+        key = tuple(argv[:n_words])
+        if key in COMMANDS:
+            config_name, target = COMMANDS[key]
+            overrides = argv[n_words:]
+            break
+    else:
+        print(_usage(), file=sys.stderr)
+        return 0 if argv[:1] in (["-h"], ["--help"]) else 2
+    cfg = load_config(config_name, overrides)
+    module_name, func_name = target.split(":")
+    result = getattr(importlib.import_module(module_name), func_name)(cfg)
+    return int(result or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
