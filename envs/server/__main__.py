@@ -1,0 +1,38 @@
+"""Run the embedded simulator: `python -m envs.server --port 2000 --map town` or `slimdrive server port=2000`."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+
+from .api import Simulator
+from .transport import SimulatorServer
+
+
+def serve(host: str, port: int, map_name: str, log_level: str = "INFO") -> None:
+    logging.basicConfig(level=log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    server = SimulatorServer(Simulator(map_name, port), host, port)
+    try:
+        asyncio.run(server.serve_forever())
+    except KeyboardInterrupt:
+        pass
+
+
+def run(cfg) -> int:
+    """`slimdrive server [host=..] [port=..] [map=..]`."""
+    serve(cfg.host, int(cfg.port), cfg.map, cfg.log_level)
+    return 0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m envs.server", description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (loopback by default)")
+    parser.add_argument("--port", type=int, default=2000, help="RPC port; streams use port+1")
+    parser.add_argument("--map", default="town", help="a shipped map name or a path to an .xodr file")
+    parser.add_argument("--log-level", default="INFO")
+    args = parser.parse_args()
+    serve(args.host, args.port, args.map, args.log_level)
+
+
+if __name__ == "__main__":
+    main()

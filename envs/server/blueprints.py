@@ -1,0 +1,185 @@
+"""The blueprint library: CARLA ids, typed attributes with recommended values, and each blueprint's body.
+
+Ids and bounding boxes follow CARLA 0.9.16's assets (extents rounded to the centimetre) so that scenario
+files written for CARLA spawn the same shapes here. Physics numbers are plausible per class, not measured.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .protocol import ATTR_BOOL, ATTR_FLOAT, ATTR_INT, ATTR_RGB, ATTR_STRING
+
+# CARLA 0.9.14+ semantic tags (also the semantic camera's ids).
+TAG = {
+    "road": 1, "sidewalk": 2, "building": 3, "pole": 6, "traffic_light": 7, "vegetation": 9, "sky": 11,
+    "pedestrian": 12, "rider": 13, "car": 14, "truck": 15, "bus": 16, "motorcycle": 18, "bicycle": 19,
+    "static": 20, "road_line": 24,
+}
+
+
+@dataclass(frozen=True)
+class Attribute:
+    id: str
+    type: int
+    value: str
+    recommended: tuple[str, ...] = ()
+    modifiable: bool = False
+    restrict: bool = False
+
+    def to_msg(self) -> list:
+        return [self.id, self.type, self.value, list(self.recommended), self.modifiable, self.restrict]
+
+
+@dataclass(frozen=True)
+class Body:
+    """Geometry and motion limits of a blueprint. `extent` is the bounding box half-size (m); `center` is the
+    box centre relative to the actor origin (vehicles have their origin on the ground)."""
+
+    extent: tuple[float, float, float]
+    center: tuple[float, float, float]
+    semantic_tag: int
+    mass: float = 0.0  # kg; 0 means immovable (static props)
+    max_steer_deg: float = 0.0
+    max_accel: float = 0.0  # m/s^2 at low speed
+    max_power_per_kg: float = 0.0  # W/kg, caps acceleration at speed
+    max_brake: float = 0.0  # m/s^2
+    max_speed: float = 0.0  # m/s
+
+    @property
+    def wheelbase(self) -> float:
+        return 1.2 * self.extent[0]  # about 60 % of the body length
+
+
+@dataclass(frozen=True)
+class Blueprint:
+    id: str
+    tags: tuple[str, ...]
+    kind: str  # vehicle | walker | prop | sensor
+    body: Body | None
+    attributes: tuple[Attribute, ...] = field(default_factory=tuple)
+
+    def to_msg(self, uid: int) -> list:
+        return [uid, self.id, ",".join(self.tags), [a.to_msg() for a in self.attributes]]
+
+    def default_attributes(self) -> dict[str, str]:
+        return {a.id: a.value for a in self.attributes}
+
+
+_CAR_COLORS = ("255,255,255", "17,37,103", "20,20,20", "140,0,0", "120,120,120", "200,180,120", "40,90,50")
+
+
+def _role_name(default: str) -> Attribute:
+    return Attribute("role_name", ATTR_STRING, default, (default, "hero", "ego_vehicle", "scenario"), True)
+
+
+def _vehicle(bp_id: str, base_type: str, extent, *, wheels: int = 4, special: str = "", tag: str = "car",
+             mass: float = 1600.0, steer: float = 38.0, accel: float = 3.5, power: float = 90.0,
+             brake: float = 8.0, vmax: float = 50.0, colors=_CAR_COLORS, generation: int = 2) -> Blueprint:
+    make, model = bp_id.split(".")[1:3]
+    attributes = (
+        _role_name("autopilot"),
+        Attribute("color", ATTR_RGB, colors[0], colors, True),
+        Attribute("number_of_wheels", ATTR_INT, str(wheels)),
+        Attribute("generation", ATTR_INT, str(generation)),
+        Attribute("base_type", ATTR_STRING, base_type),
+        Attribute("special_type", ATTR_STRING, special),
+        Attribute("object_type", ATTR_STRING, ""),
+        Attribute("has_lights", ATTR_BOOL, "true"),
+        Attribute("has_dynamic_doors", ATTR_BOOL, "false"),
+        Attribute("sticky_control", ATTR_BOOL, "true", (), True),
+        Attribute("terramechanics", ATTR_BOOL, "false", (), True),
+    )
+    body = Body(extent, (0.0, 0.0, extent[2]), TAG[tag], mass, steer, accel, power, brake, vmax)
+    return Blueprint(bp_id, ("vehicle", make, model), "vehicle", body, attributes)
+
+
+def _walker(number: int, child: bool, gender: str) -> Blueprint:
+    extent = (0.2, 0.2, 0.6) if child else (0.25, 0.25, 0.9)
+    attributes = (
+        _role_name("pedestrian"),
+        Attribute("is_invincible", ATTR_BOOL, "true", (), True),
+        Attribute("speed", ATTR_FLOAT, "1.4", ("0.0", "1.4", "2.5"), True),
+        Attribute("age", ATTR_STRING, "child" if child else "adult"),
+        Attribute("gender", ATTR_STRING, gender),
+        Attribute("generation", ATTR_INT, "2"),
+    )
+    body = Body(extent, (0.0, 0.0, 0.0), TAG["pedestrian"], 70.0 if not child else 30.0, max_speed=5.0)
+    return Blueprint(f"walker.pedestrian.{number:04d}", ("walker", "pedestrian"), "walker", body, attributes)
+
+
+def _prop(name: str, extent, size: str) -> Blueprint:
+    attributes = (_role_name("prop"), Attribute("size", ATTR_STRING, size))
+    body = Body(extent, (0.0, 0.0, extent[2]), TAG["static"])
+    return Blueprint(f"static.prop.{name}", ("static", "prop", name), "prop", body, attributes)
+
+
+def _sensor(bp_id: str, extra: tuple[Attribute, ...] = ()) -> Blueprint:
+    attributes = (_role_name("front"), Attribute("sensor_tick", ATTR_FLOAT, "0.0", (), True)) + extra
+    return Blueprint(bp_id, tuple(bp_id.split(".")), "sensor", None, attributes)
+
+
+def _noise(*names: str) -> tuple[Attribute, ...]:
+    return tuple(Attribute(n, ATTR_FLOAT, "0.0", (), True) for n in names)
+
+
+_CAMERA = (
+    Attribute("image_size_x", ATTR_INT, "800", (), True),
+    Attribute("image_size_y", ATTR_INT, "600", (), True),
+    Attribute("fov", ATTR_FLOAT, "90.0", (), True),
+)
+
+BLUEPRINTS: tuple[Blueprint, ...] = (
+    _vehicle("vehicle.tesla.model3", "car", (2.40, 1.08, 0.75)),
+    _vehicle("vehicle.lincoln.mkz_2020", "car", (2.45, 1.06, 0.76)),
+    _vehicle("vehicle.audi.a2", "car", (1.85, 0.91, 0.77), mass=1100.0, power=60.0),
+    _vehicle("vehicle.toyota.prius", "car", (2.26, 1.00, 0.76), mass=1400.0, power=70.0),
+    _vehicle("vehicle.mercedes.coupe_2020", "car", (2.34, 1.00, 0.72)),
+    _vehicle("vehicle.nissan.patrol_2021", "car", (2.78, 1.07, 1.02), mass=2700.0),
+    _vehicle("vehicle.mercedes.sprinter", "van", (2.96, 1.00, 1.28), mass=2500.0, accel=2.5, power=55.0),
+    _vehicle("vehicle.volkswagen.t2_2021", "van", (2.24, 1.00, 1.03), mass=1800.0, accel=2.0, power=35.0),
+    _vehicle("vehicle.carlamotors.carlacola", "truck", (2.60, 1.30, 1.25), tag="truck", mass=6000.0,
+             steer=35.0, accel=1.8, power=30.0, brake=6.0, vmax=30.0),
+    _vehicle("vehicle.carlamotors.european_hgv", "truck", (5.20, 1.60, 1.90), tag="truck", mass=12000.0,
+             steer=35.0, accel=1.2, power=25.0, brake=5.5, vmax=28.0),
+    _vehicle("vehicle.mitsubishi.fusorosa", "bus", (5.10, 1.95, 1.75), tag="bus", mass=9000.0, steer=40.0,
+             accel=1.3, power=25.0, brake=5.5, vmax=25.0),
+    _vehicle("vehicle.ford.ambulance", "van", (3.18, 1.19, 1.20), special="emergency", mass=3500.0,
+             accel=2.8, power=60.0, colors=("255,255,255",)),
+    _vehicle("vehicle.dodge.charger_police_2020", "car", (2.50, 1.04, 0.77), special="emergency",
+             colors=("20,20,20",)),
+    _vehicle("vehicle.carlamotors.firetruck", "truck", (4.25, 1.45, 1.90), tag="truck", special="emergency",
+             mass=14000.0, steer=35.0, accel=1.5, power=30.0, brake=6.0, vmax=30.0, colors=("200,20,20",)),
+    _vehicle("vehicle.bh.crossbike", "bicycle", (0.74, 0.43, 0.54), wheels=2, tag="bicycle", mass=90.0,
+             steer=30.0, accel=1.5, power=4.0, brake=4.0, vmax=10.0, colors=("40,40,160", "200,30,30")),
+    _vehicle("vehicle.gazelle.omafiets", "bicycle", (0.92, 0.16, 0.55), wheels=2, tag="bicycle", mass=90.0,
+             steer=30.0, accel=1.5, power=4.0, brake=4.0, vmax=10.0, colors=("20,20,20", "30,90,40")),
+    _vehicle("vehicle.yamaha.yzf", "motorcycle", (1.10, 0.43, 0.63), wheels=2, tag="motorcycle", mass=250.0,
+             steer=30.0, accel=5.0, power=200.0, brake=8.0, vmax=55.0, colors=("30,30,200", "250,250,250")),
+    _vehicle("vehicle.kawasaki.ninja", "motorcycle", (1.02, 0.40, 0.57), wheels=2, tag="motorcycle", mass=250.0,
+             steer=30.0, accel=5.0, power=200.0, brake=8.0, vmax=55.0, colors=("20,140,20",)),
+    *(_walker(n, child=False, gender="male" if n % 2 else "female") for n in range(1, 9)),
+    *(_walker(n, child=True, gender="male" if n % 2 else "female") for n in range(9, 13)),
+    _prop("streetbarrier", (0.90, 0.20, 0.55), "medium"),
+    _prop("constructioncone", (0.17, 0.17, 0.35), "small"),
+    _prop("trafficcone01", (0.20, 0.20, 0.42), "small"),
+    _prop("warningconstruction", (0.55, 0.95, 1.10), "medium"),
+    _prop("container", (3.05, 1.25, 1.30), "big"),
+    _prop("busstop", (1.90, 0.80, 1.30), "big"),
+    _prop("box01", (0.35, 0.35, 0.35), "small"),
+    _sensor("sensor.other.collision"),
+    _sensor("sensor.other.lane_invasion"),
+    _sensor("sensor.other.gnss", _noise("noise_alt_bias", "noise_alt_stddev", "noise_lat_bias",
+                                       "noise_lat_stddev", "noise_lon_bias", "noise_lon_stddev")),
+    _sensor("sensor.other.imu", _noise("noise_accel_stddev_x", "noise_accel_stddev_y", "noise_accel_stddev_z",
+                                      "noise_gyro_stddev_x", "noise_gyro_stddev_y", "noise_gyro_stddev_z")),
+    _sensor("sensor.camera.rgb", _CAMERA),
+    _sensor("sensor.camera.depth", _CAMERA),
+    _sensor("sensor.camera.semantic_segmentation", _CAMERA),
+)
+
+BY_ID: dict[str, Blueprint] = {bp.id: bp for bp in BLUEPRINTS}
+
+# Actors the server creates itself; never listed in the library.
+SPECTATOR = Blueprint("spectator", ("spectator",), "spectator", None)
+TRAFFIC_LIGHT = Blueprint("traffic.traffic_light", ("traffic", "traffic_light"), "traffic_light",
+                          Body((0.3, 0.3, 2.5), (0.0, 0.0, 2.5), TAG["traffic_light"]))

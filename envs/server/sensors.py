@@ -1,0 +1,118 @@
+"""Server-side sensors that are not cameras: collision events, GNSS and IMU measurements.
+
+Each model turns the world after a tick into zero or more stream payloads (header + data) in the layouts
+of LibCarla's serializers (msgpack arrays after the 48-byte header). `sensor.other.lane_invasion` is computed by the client from the map, so the
+server only hosts its actor and streams nothing.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import msgpack
+import numpy as np
+
+from .geometry import rotation_matrix
+from .protocol import SENSOR_TYPE_ID
+
+EARTH_RADIUS = 6378137.0  # m, as CARLA's geom::GeoLocation
+GRAVITY = 9.81
+
+
+class SensorModel:
+    """Base: honours `sensor_tick` (seconds between measurements; 0 means every tick)."""
+
+    type_id = -1
+
+    def __init__(self, attribute: Callable[[str, str], str]):
+        self.period = float(attribute("sensor_tick", "0.0") or 0.0)
+        self._next_time = 0.0
+
+    def due(self, now: float) -> bool:
+        if now + 1e-9 < self._next_time:
+            return False
+        self._next_time = now + self.period
+        return True
+
+    def measure(self, world, actor, contacts, dt, header) -> list[bytes]:
+        raise NotImplementedError
+
+
+class CollisionSensor(SensorModel):
+    type_id = SENSOR_TYPE_ID["sensor.other.collision"]
+
+    def measure(self, world, actor, contacts, dt, header) -> list[bytes]:
+        payloads = []
+        for a, b, impulse in contacts:
+            if actor.parent is a:
+                me, other, j = a, b, -impulse
+            elif actor.parent is b:
+                me, other, j = b, a, impulse
+            else:
+                continue
+            body = msgpack.packb([world.actor_msg(me), world.actor_msg(other), [float(v) for v in j]],
+                                 use_bin_type=True)
+            payloads.append(header(self.type_id) + body)
+        return payloads
+
+
+class NoisySensor(SensorModel):
+    def __init__(self, attribute: Callable[[str, str], str]):
+        super().__init__(attribute)
+        self._attribute = attribute
+        self._rng = np.random.default_rng(int(float(attribute("noise_seed", "0") or 0)))
+
+    def noise(self, name: str) -> float:
+        std = float(self._attribute(name, "0.0") or 0.0)
+        return float(self._rng.normal(0.0, std)) if std > 0.0 else 0.0
+
+
+class GnssSensor(NoisySensor):
+    """Latitude/longitude by CARLA's Mercator projection around the map's geo-reference (0, 0, 0)."""
+
+    type_id = SENSOR_TYPE_ID["sensor.other.gnss"]
+
+    def measure(self, world, actor, contacts, dt, header) -> list[bytes]:
+        if not self.due(world.elapsed):
+            return []
+        x, y, z = actor.transform[:3]
+        latitude = math.degrees(2.0 * math.atan(math.exp(-y / EARTH_RADIUS)) - math.pi / 2.0)
+        longitude = math.degrees(x / EARTH_RADIUS)
+        latitude += float(self._attribute("noise_lat_bias", "0") or 0) + self.noise("noise_lat_stddev")
+        longitude += float(self._attribute("noise_lon_bias", "0") or 0) + self.noise("noise_lon_stddev")
+        altitude = z + float(self._attribute("noise_alt_bias", "0") or 0) + self.noise("noise_alt_stddev")
+        return [header(self.type_id) + msgpack.packb([latitude, longitude, altitude])]  # geom::GeoLocation
+
+
+class ImuSensor(NoisySensor):
+    """Accelerometer (m/s^2, gravity included), gyroscope (rad/s) in the sensor frame, compass (rad from north)."""
+
+    type_id = SENSOR_TYPE_ID["sensor.other.imu"]
+
+    def measure(self, world, actor, contacts, dt, header) -> list[bytes]:
+        if not self.due(world.elapsed):
+            return []
+        to_local = rotation_matrix(*actor.transform[3:6]).T
+        accel = to_local @ (actor.acceleration + np.array([0.0, 0.0, GRAVITY]))
+        gyro = to_local @ np.radians(actor.angular_velocity)
+        accel += [self.noise(f"noise_accel_stddev_{axis}") for axis in "xyz"]
+        gyro += [self.noise(f"noise_gyro_stddev_{axis}") for axis in "xyz"]
+        forward = rotation_matrix(*actor.transform[3:6])[:, 0]
+        compass = math.acos(max(-1.0, min(1.0, -forward[1] / max(math.hypot(forward[0], forward[1]), 1e-9))))
+        if forward[0] < 0.0:
+            compass = 2.0 * math.pi - compass
+        body = [[float(v) for v in accel], [float(v) for v in gyro], compass]
+        return [header(self.type_id) + msgpack.packb(body)]
+
+
+_MODELS = {
+    "sensor.other.collision": CollisionSensor,
+    "sensor.other.gnss": GnssSensor,
+    "sensor.other.imu": ImuSensor,
+}
+
+
+def make_sensor_model(blueprint_id: str, attribute: Callable[[str, str], str]) -> SensorModel | None:
+    """The model that streams this sensor's data, or None for sensors the client computes itself."""
+    model = _MODELS.get(blueprint_id)
+    return model(attribute) if model is not None else None

@@ -1,0 +1,397 @@
+"""The simulated world: actors, settings, weather, traffic lights and the fixed-step tick.
+
+`World` knows nothing about sockets. The RPC layer calls its methods with decoded arguments and turns
+`CarlaError` into CARLA's error responses; the tick returns the stream messages to publish.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import collision, physics
+from .blueprints import BY_ID, SPECTATOR, TRAFFIC_LIGHT, Blueprint
+from .geometry import compose, relative_to, rotation_matrix
+from .protocol import (
+    ACTOR_DYNAMIC_STATE, ACTOR_STATE_ACTIVE, ATTR_STRING, EPISODE_HEADER, EPISODE_STATE_TYPE_ID,
+    SIM_STATE_MAP_CHANGE, SIM_STATE_NONE, WORLD_OBSERVER_STREAM, EpisodeSettings, Transform, VehicleControl,
+    WalkerControl, Weather, bounding_box_msg, sensor_header, stream_token,
+)
+from .sensors import SensorModel, make_sensor_model
+from .traffic_lights import GREEN, LightGroup, TrafficLight
+
+GRAVITY = 9.81
+SPAWN_CLEARANCE = 0.05  # m of overlap tolerated at spawn (bodies touching the ground or each other)
+
+
+class CarlaError(Exception):
+    """An error reported to the client as CARLA does (the client raises RuntimeError with this message)."""
+
+
+@dataclass(eq=False)
+class Actor:
+    id: int
+    blueprint: Blueprint
+    attributes: list[list]  # [[id, type, value], ...] as the client described them
+    transform: np.ndarray  # [x, y, z, pitch, yaw, roll], world frame
+    velocity: np.ndarray = field(default_factory=lambda: np.zeros(3))
+    angular_velocity: np.ndarray = field(default_factory=lambda: np.zeros(3))  # deg/s
+    acceleration: np.ndarray = field(default_factory=lambda: np.zeros(3))
+    parent: "Actor | None" = None
+    relative: np.ndarray | None = None  # transform relative to the parent
+    simulate_physics: bool = True
+    collisions_enabled: bool = True
+    constant_velocity: np.ndarray | None = None  # local frame, m/s
+    vehicle_control: VehicleControl = field(default_factory=VehicleControl)
+    walker_control: WalkerControl = field(default_factory=WalkerControl)
+    speed: float = 0.0  # signed speed along the heading (vehicles)
+    wheel_angle: float = 0.0
+    light_state: int = 0  # carla.VehicleLightState bits
+    stream_id: int = 0
+    sensor: SensorModel | None = None
+    traffic_light: TrafficLight | None = None  # for traffic-light actors
+    trigger_volume: tuple[np.ndarray, np.ndarray] | None = None  # (centre in actor frame, extent)
+
+    @property
+    def kind(self) -> str:
+        return self.blueprint.kind
+
+    def attribute(self, name: str, default: str = "") -> str:
+        for attr_id, _, value in self.attributes:
+            if attr_id == name:
+                return value
+        return default
+
+    @property
+    def box_center_world(self) -> np.ndarray:
+        body = self.blueprint.body
+        return self.transform[:3] + rotation_matrix(*self.transform[3:6]) @ np.array(body.center)
+
+
+@dataclass
+class TickOutput:
+    frame: int
+    messages: list[tuple[int, bytes]]  # (stream id, payload)
+
+
+class World:
+    def __init__(self, network, map_name: str, xodr: str, episode_id: int = 1, port: int = 2000):
+        self.network = network
+        self.map_name = map_name
+        self.xodr = xodr
+        self.episode_id = episode_id
+        self.stream_port = port + 1
+        self.settings = EpisodeSettings()
+        self.weather = Weather()
+        self.frame = 0
+        self.elapsed = 0.0
+        self.map_changed = True  # the first state of an episode announces its map
+        self.actors: dict[int, Actor] = {}
+        self._next_id = 1
+        self._next_stream = WORLD_OBSERVER_STREAM + 1
+        self.streams: dict[int, Actor] = {}
+        self.light_groups: list[LightGroup] = []
+        self.spectator = self._add(SPECTATOR, [], np.array([0.0, 0.0, 50.0, -60.0, 0.0, 0.0]))
+        self.spectator.simulate_physics = False
+        self._create_traffic_lights()
+
+    # ------------------------------------------------------------------------------------------- actors
+    def _add(self, blueprint: Blueprint, attributes: list[list], transform: np.ndarray) -> Actor:
+        actor = Actor(self._next_id, blueprint, attributes, transform.astype(float))
+        self._next_id += 1
+        self.actors[actor.id] = actor
+        return actor
+
+    def _create_traffic_lights(self) -> None:
+        by_junction: dict[object, LightGroup] = {}
+        for record in self.network.traffic_lights():
+            group = by_junction.setdefault(record.junction_id, LightGroup())
+            pose = np.array([record.pose.x, record.pose.y, record.pose.z, 0.0, record.pose.yaw, 0.0])
+            actor = self._add(TRAFFIC_LIGHT, [["sign_id", ATTR_STRING, record.id]], pose)
+            actor.simulate_physics = False
+            actor.collisions_enabled = False
+            trigger_world = np.array([*record.trigger.center, 0.0, record.trigger.yaw, 0.0])
+            local = relative_to(pose, trigger_world)
+            actor.trigger_volume = (local[:3], np.array(record.trigger.extent))
+            actor.traffic_light = TrafficLight(actor.id, record.id, len(group.lights), group)
+            group.lights.append(actor.traffic_light)
+        self.light_groups = list(by_junction.values())
+        for group in self.light_groups:
+            group.reset()
+
+    def blueprint(self, blueprint_id: str) -> Blueprint:
+        if blueprint_id not in BY_ID:
+            raise CarlaError(f"unknown actor blueprint '{blueprint_id}'")
+        return BY_ID[blueprint_id]
+
+    def actor(self, actor_id: int) -> Actor:
+        actor = self.actors.get(actor_id)
+        if actor is None:
+            raise CarlaError(f"unable to find actor {actor_id}: not found")
+        return actor
+
+    def spawn(self, blueprint_id: str, attributes: list[list], transform: Transform,
+              parent_id: int | None = None) -> Actor:
+        blueprint = self.blueprint(blueprint_id)
+        if blueprint.id.startswith("sensor.camera."):
+            raise CarlaError(f"spawn failed: camera sensors ('{blueprint.id}') are not served by this "
+                             "simulator version yet")
+        parent = self.actor(parent_id) if parent_id else None
+        pose = np.array(transform.as_tuple())
+        if parent is not None:
+            relative, pose = pose, compose(parent.transform, pose)
+        if blueprint.kind in ("vehicle", "prop"):
+            pose[2] = self.ground_height(pose[0], pose[1])
+        elif blueprint.kind == "walker":
+            pose[2] = self.ground_height(pose[0], pose[1]) + blueprint.body.extent[2]
+        if blueprint.body is not None and parent is None and self._overlaps_any(blueprint, pose):
+            raise CarlaError("Spawn failed because of collision at spawn position")
+        actor = self._add(blueprint, attributes, pose)
+        if parent is not None:
+            actor.parent, actor.relative = parent, relative
+        if blueprint.kind == "sensor":
+            actor.sensor = make_sensor_model(actor.blueprint.id, actor.attribute)
+            if actor.sensor is not None:
+                actor.stream_id = self._next_stream
+                self._next_stream += 1
+                self.streams[actor.stream_id] = actor
+        return actor
+
+    def destroy(self, actor_id: int) -> bool:
+        actor = self.actors.get(actor_id)
+        if actor is None or actor is self.spectator or actor.traffic_light is not None:
+            raise CarlaError(f"unable to destroy actor {actor_id}: not found")
+        for child in [a for a in self.actors.values() if a.parent is actor]:
+            self.destroy(child.id)
+        del self.actors[actor_id]
+        self.streams.pop(actor.stream_id, None)
+        return True
+
+    def _overlaps_any(self, blueprint: Blueprint, pose: np.ndarray) -> bool:
+        others = [a for a in self.actors.values()
+                  if a.blueprint.body is not None and a.collisions_enabled and a.parent is None
+                  and a.traffic_light is None]
+        if not others:
+            return False
+        probe_center = pose[:3] + rotation_matrix(*pose[3:6]) @ np.array(blueprint.body.center)
+        center = np.array([probe_center] + [a.box_center_world for a in others])
+        shrink = SPAWN_CLEARANCE
+        extent = np.array([np.maximum(np.array(blueprint.body.extent) - shrink, 0.01)]
+                          + [np.maximum(np.array(a.blueprint.body.extent) - shrink, 0.01) for a in others])
+        yaw = np.array([pose[4]] + [a.transform[4] for a in others])
+        return any(c.a == 0 for c in collision.find_contacts(center, extent, yaw))
+
+    def ground_height(self, x: float, y: float) -> float:
+        return 0.0  # the embedded maps are flat
+
+    def set_transform(self, actor: Actor, transform: Transform) -> None:
+        pose = np.array(transform.as_tuple())
+        if actor.parent is not None:
+            actor.relative = pose
+            actor.transform = compose(actor.parent.transform, pose)
+        else:
+            actor.transform = pose
+        actor.speed = 0.0 if actor.kind == "vehicle" else actor.speed
+        self._update_children()
+
+    def set_target_velocity(self, actor: Actor, velocity: np.ndarray) -> None:
+        actor.velocity = velocity.astype(float)
+        if actor.kind == "vehicle":
+            actor.speed = float(np.dot(velocity, rotation_matrix(*actor.transform[3:6])[:, 0]))
+
+    def apply_vehicle_control(self, actor: Actor, control: VehicleControl) -> None:
+        if actor.kind != "vehicle":
+            raise CarlaError(f"actor {actor.id} ({actor.blueprint.id}) is not a vehicle")
+        actor.vehicle_control = control
+
+    def apply_walker_control(self, actor: Actor, control: WalkerControl) -> None:
+        if actor.kind != "walker":
+            raise CarlaError(f"actor {actor.id} ({actor.blueprint.id}) is not a walker")
+        actor.walker_control = control
+
+    def actor_msg(self, actor: Actor) -> list:
+        """rpc::Actor: [id, parent_id, description, bounding box, semantic tags, stream token]."""
+        body = actor.blueprint.body
+        if actor.trigger_volume is not None:
+            center, extent = actor.trigger_volume
+            bbox = bounding_box_msg(center, extent, actor_id=actor.id)
+        elif body is not None:
+            bbox = bounding_box_msg(body.center, body.extent, actor_id=actor.id)
+        else:
+            bbox = bounding_box_msg((0, 0, 0), (0, 0, 0), actor_id=actor.id)
+        tags = bytes([body.semantic_tag]) if body is not None else b""
+        token = stream_token(actor.stream_id, self.stream_port) if actor.stream_id else b""
+        description = [0, actor.blueprint.id, [list(a) for a in actor.attributes]]
+        return [actor.id, actor.parent.id if actor.parent else 0, description, bbox, tags, token]
+
+    # --------------------------------------------------------------------------------------------- tick
+    def tick(self, dt: float) -> TickOutput:
+        self.frame += 1
+        self.elapsed += dt
+        previous_velocity = {a.id: a.velocity.copy() for a in self.actors.values()}
+        self._step_vehicles(dt)
+        self._step_walkers(dt)
+        contacts = self._collide()
+        self._update_children()
+        for actor in self.actors.values():
+            actor.acceleration = (actor.velocity - previous_velocity.get(actor.id, actor.velocity)) / dt
+        for group in self.light_groups:
+            group.step(dt)
+        messages = [(WORLD_OBSERVER_STREAM, self.episode_state(dt))]
+        messages += self._sensor_messages(contacts, dt)
+        return TickOutput(self.frame, messages)
+
+    def _movable(self, kind: str) -> list[Actor]:
+        return [a for a in self.actors.values() if a.kind == kind and a.parent is None and a.simulate_physics]
+
+    def _step_vehicles(self, dt: float) -> None:
+        vehicles = self._movable("vehicle")
+        constant = [a for a in vehicles if a.constant_velocity is not None]
+        for actor in constant:
+            actor.velocity = rotation_matrix(*actor.transform[3:6]) @ actor.constant_velocity
+            actor.transform[:3] += actor.velocity * dt
+            actor.speed = float(actor.constant_velocity[0])
+        driven = [a for a in vehicles if a.constant_velocity is None]
+        if not driven:
+            return
+        bodies = [a.blueprint.body for a in driven]
+        controls = [a.vehicle_control for a in driven]
+        arr = lambda values: np.array(values, dtype=float)  # noqa: E731
+        batch = physics.VehicleBatch(
+            x=arr([a.transform[0] for a in driven]), y=arr([a.transform[1] for a in driven]),
+            yaw=arr([a.transform[4] for a in driven]), speed=arr([a.speed for a in driven]),
+            wheel_angle=arr([a.wheel_angle for a in driven]),
+            throttle=arr([c.throttle for c in controls]), steer=arr([c.steer for c in controls]),
+            brake=arr([c.brake for c in controls]), hand_brake=arr([c.hand_brake for c in controls]),
+            reverse=np.array([c.reverse for c in controls], dtype=bool),
+            wheelbase=arr([b.wheelbase for b in bodies]), max_steer=np.radians(arr([b.max_steer_deg for b in bodies])),
+            max_accel=arr([b.max_accel for b in bodies]), power_per_kg=arr([b.max_power_per_kg for b in bodies]),
+            max_brake=arr([b.max_brake for b in bodies]), max_speed=arr([b.max_speed for b in bodies]),
+        )
+        x, y, yaw, speed, wheel = physics.step_vehicles(batch, dt)
+        yaw_rate = ((yaw - batch.yaw + 180.0) % 360.0 - 180.0) / dt
+        for i, actor in enumerate(driven):
+            actor.transform[0], actor.transform[1], actor.transform[4] = x[i], y[i], yaw[i]
+            actor.speed, actor.wheel_angle = float(speed[i]), float(wheel[i])
+            heading = math.radians(yaw[i])
+            actor.velocity = np.array([speed[i] * math.cos(heading), speed[i] * math.sin(heading), 0.0])
+            actor.angular_velocity = np.array([0.0, 0.0, yaw_rate[i]])
+
+    def _step_walkers(self, dt: float) -> None:
+        walkers = self._movable("walker")
+        if not walkers:
+            return
+        direction = np.array([a.walker_control.direction for a in walkers], dtype=float)
+        speed = np.array([a.walker_control.speed for a in walkers], dtype=float)
+        max_speed = np.array([a.blueprint.body.max_speed for a in walkers])
+        velocity = physics.walker_velocity(direction, speed, max_speed)
+        for actor, v in zip(walkers, velocity):
+            actor.velocity = v
+            actor.transform[:3] += v * dt
+            if v[0] or v[1]:
+                actor.transform[4] = math.degrees(math.atan2(v[1], v[0]))
+
+    def _collide(self) -> list[tuple[Actor, Actor, np.ndarray]]:
+        bodies = [a for a in self.actors.values()
+                  if a.blueprint.body is not None and a.collisions_enabled and a.parent is None
+                  and a.traffic_light is None]
+        if len(bodies) < 2:
+            return []
+        center = np.array([a.box_center_world for a in bodies])
+        extent = np.array([a.blueprint.body.extent for a in bodies])
+        yaw = np.array([a.transform[4] for a in bodies])
+        contacts = collision.find_contacts(center, extent, yaw)
+        if not contacts:
+            return []
+        position = np.array([a.transform[:3] for a in bodies])
+        velocity = np.array([a.velocity for a in bodies])
+        inv_mass = np.array([1.0 / a.blueprint.body.mass if a.blueprint.body.mass > 0 and a.simulate_physics
+                             else 0.0 for a in bodies])
+        events = []
+        for contact in contacts:
+            impulse = collision.resolve(contact, position, velocity, inv_mass)
+            events.append((bodies[contact.a], bodies[contact.b], impulse))
+        for i, actor in enumerate(bodies):
+            if inv_mass[i] > 0.0:
+                actor.transform[:2] = position[i, :2]
+                actor.velocity = velocity[i]
+                if actor.kind == "vehicle":
+                    heading = rotation_matrix(*actor.transform[3:6])[:, 0]
+                    actor.speed = float(np.dot(velocity[i], heading))
+        return events
+
+    def _update_children(self) -> None:
+        for actor in self.actors.values():
+            if actor.parent is not None:
+                actor.transform = compose(actor.parent.transform, actor.relative)
+                actor.velocity = actor.parent.velocity.copy()
+                actor.angular_velocity = actor.parent.angular_velocity.copy()
+
+    # ------------------------------------------------------------------------------------- traffic lights
+    def traffic_light_of(self, vehicle: Actor) -> Actor | None:
+        """The traffic light whose trigger volume holds the vehicle's origin, as CARLA's vehicle controller."""
+        for actor in self.actors.values():
+            if actor.trigger_volume is None:
+                continue
+            local = rotation_matrix(*actor.transform[3:6]).T @ (vehicle.transform[:3] - actor.transform[:3])
+            center, extent = actor.trigger_volume
+            if np.all(np.abs(local[:2] - center[:2]) <= extent[:2]):
+                return actor
+        return None
+
+    # ------------------------------------------------------------------------------------ episode state
+    def episode_state(self, dt: float) -> bytes:
+        actors = list(self.actors.values())
+        states = np.zeros(len(actors), dtype=ACTOR_DYNAMIC_STATE)
+        states["id"] = [a.id for a in actors]
+        states["actor_state"] = ACTOR_STATE_ACTIVE
+        states["transform"] = [a.transform for a in actors]
+        states["velocity"] = [a.velocity for a in actors]
+        states["angular_velocity"] = [a.angular_velocity for a in actors]
+        states["acceleration"] = [a.acceleration for a in actors]
+        for i, actor in enumerate(actors):
+            if actor.kind == "vehicle":
+                self._fill_vehicle_state(states[i]["data"]["vehicle"], actor)
+            elif actor.kind == "walker":
+                walker = states[i]["data"]["walker"]
+                walker["direction"] = actor.walker_control.direction
+                walker["speed"] = actor.walker_control.speed
+                walker["jump"] = actor.walker_control.jump
+            elif actor.traffic_light is not None:
+                light, data = actor.traffic_light, states[i]["data"]["traffic_light"]
+                data["sign_id"] = light.sign_id.encode()[:32]
+                data["green_time"], data["yellow_time"] = light.green_time, light.yellow_time
+                data["red_time"], data["elapsed_time"] = light.red_time, light.elapsed
+                data["pole_index"], data["time_is_frozen"], data["state"] = light.pole_index, light.frozen, light.state
+        sim_state = SIM_STATE_MAP_CHANGE if self.map_changed else SIM_STATE_NONE
+        self.map_changed = False
+        header = sensor_header(EPISODE_STATE_TYPE_ID, self.frame, self.elapsed, Transform())
+        episode = EPISODE_HEADER.pack(self.episode_id, self.elapsed, dt, 0, 0, 0, sim_state)
+        return header + episode + states.tobytes()
+
+    def _fill_vehicle_state(self, data, actor: Actor) -> None:
+        c = actor.vehicle_control
+        data["throttle"], data["steer"], data["brake"] = c.throttle, c.steer, c.brake
+        data["hand_brake"], data["reverse"], data["manual_gear_shift"], data["gear"] = (
+            c.hand_brake, c.reverse, c.manual_gear_shift, c.gear)
+        data["speed_limit"] = 50.0
+        light_actor = self.traffic_light_of(actor)
+        if light_actor is not None:
+            data["has_traffic_light"] = True
+            data["traffic_light_id"] = light_actor.id
+            data["traffic_light_state"] = light_actor.traffic_light.state
+        else:
+            data["traffic_light_state"] = GREEN
+
+    # ------------------------------------------------------------------------------------------ sensors
+    def _sensor_messages(self, contacts: list[tuple[Actor, Actor, np.ndarray]], dt: float) -> list[tuple[int, bytes]]:
+        messages = []
+        for actor in self.streams.values():
+            if actor.parent is None or actor.sensor is None:
+                continue
+            header = lambda type_id: sensor_header(type_id, self.frame, self.elapsed,  # noqa: E731
+                                                   Transform(*actor.transform))
+            payload = actor.sensor.measure(self, actor, contacts, dt, header)
+            messages += [(actor.stream_id, p) for p in payload]
+        return messages
