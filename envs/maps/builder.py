@@ -172,7 +172,10 @@ def build_junction(
     signalised: bool,
     name: str = "",
 ) -> tuple[JunctionSpec, list[RoadSpec]]:
-    """Wire a junction: straight, left and right connecting roads, links, and (if signalised) one light per arm.
+    """Wire junction `jid`: straight, left and right connecting roads, links, and (if signalised) one light per arm.
+
+    `jid` must differ from every road id: CARLA's client reads a road link to a junction whose id is also
+    a road's as a link to that road, and the junction's lanes then have no successors.
 
     Straight-on traffic keeps its lane, left turns go from the innermost lane to the innermost lane and
     right turns from the outermost to the outermost, as on real multi-lane junctions. Arms are linked to

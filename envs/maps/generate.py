@@ -71,7 +71,7 @@ def make_junction(arm_length: float = 150.0, lanes_per_direction: int = 2, speed
     south = road(3, "south", 0.0, -edge - arm_length, math.pi / 2)
     north = road(4, "north", 0.0, edge, math.pi / 2)
     arms = [Arm(west, "end"), Arm(south, "end"), Arm(east, "start"), Arm(north, "start")]
-    junction, connecting = build_junction(1, arms, 100, signalised=True, name="crossing")
+    junction, connecting = build_junction(10, arms, 100, signalised=True, name="crossing")
     return write_xodr("junction", [west, east, south, north, *connecting], [junction])
 
 
@@ -122,7 +122,7 @@ def make_town(seed: int = 0, blocks: tuple[int, int] = (3, 3), block: float = 90
     junctions: list[JunctionSpec] = []
     connecting: list[RoadSpec] = []
     next_id = 1000
-    for n, (i, j) in enumerate(nodes, start=1):
+    for n, (i, j) in enumerate(nodes, start=101):
         spec, roads = build_junction(n, arms_of(i, j), next_id, signalised=(i, j) in signalised, name=f"junction_{i}{j}")
         junctions.append(spec)
         connecting.extend(roads)

@@ -6,6 +6,8 @@ left-handed world frame; `opendrive.py` does the flip.
 
 from __future__ import annotations
 
+import bisect
+
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -42,6 +44,18 @@ class PiecewiseCubic:
     """
 
     pieces: tuple[Cubic, ...] = ()
+
+    def at(self, s: float) -> float:
+        """Scalar value without numpy overhead, for per-point queries."""
+        if not self.pieces:
+            return 0.0
+        piece = self.pieces[max(0, bisect.bisect_right(self._starts, s) - 1)]
+        ds = s - piece.s0
+        return piece.a + ds * (piece.b + ds * (piece.c + ds * piece.d))
+
+    @property
+    def _starts(self) -> list[float]:
+        return [p.s0 for p in self.pieces]
 
     def _index(self, s: np.ndarray) -> np.ndarray:
         starts = np.array([p.s0 for p in self.pieces])

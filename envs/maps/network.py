@@ -296,7 +296,8 @@ class RoadNetwork:
             j = self.odr.junctions[jid]
             pts = np.concatenate(geoms[jid]) if jid in geoms else np.zeros((1, 2))
             hull = _hull(pts)
-            center = tuple(float(v) for v in np.mean(np.array(hull), axis=0))
+            corners = np.array(hull)
+            center = tuple(float(v) for v in 0.5 * (corners.min(axis=0) + corners.max(axis=0)))
             ids = tuple(sorted(lights.get(jid, [])))
             out.append(JunctionInfo(jid, j.name, center, tuple(hull), bool(ids), ids))  # type: ignore[arg-type]
         return out
@@ -354,12 +355,13 @@ class RoadNetwork:
         u = np.clip(u_raw, 0.0, 1.0)
         foot = a[cand] + u[:, None] * ab
         dist = np.hypot(*(p - foot).T)
-        best: dict[int, int] = {}
-        for k in np.argsort(dist, kind="stable"):
-            best.setdefault(int(road_ids[cand[k]]), int(k))
+        reach = self._index[4][cand]
+        order = np.argsort(dist, kind="stable")
+        order = order[dist[order] <= reach[order]]
+        _, first = np.unique(road_ids[cand[order]], return_index=True)
         hits = []
-        for rid, k in best.items():
-            road = self.odr.roads[rid]
+        for k in order[np.sort(first)]:
+            road = self.odr.roads[int(road_ids[cand[k]])]
             s = float(s_start[cand[k]] + u_raw[k] * seg_len[k])
             if s < -0.01 or s > road.length + 0.01:
                 continue
@@ -373,13 +375,17 @@ class RoadNetwork:
         return min(hits, key=lambda h: (h[0].junction_id != -1, h[1]))[0]
 
     def _lane_at(self, road: Road, s: float, t: float) -> tuple[LaneHit, float] | None:
+        """The lane of `road` containing lateral offset t at s, with t's distance from that lane's centre."""
         sidx = road.section_index(s)
         section = road.sections[sidx]
-        sa = np.array([s])
-        for lane in section.lanes.values():
-            inner, outer, _ = self._borders(road, section, lane, sa)
-            lo, hi = sorted((float(inner[0]), float(outer[0])))
-            if lo - 1e-6 <= t <= hi + 1e-6:
-                hit = LaneHit(road.id, lane.id, sidx, s, t, lane.type, road.junction)
-                return hit, abs(t - 0.5 * (lo + hi))
+        ds = s - section.s0
+        for sign in (1, -1):
+            border = road.lane_offset.at(s)
+            for lane in section.side(sign):
+                outer = border + sign * lane.width.at(ds)
+                lo, hi = min(border, outer), max(border, outer)
+                if lo - 1e-6 <= t <= hi + 1e-6:
+                    hit = LaneHit(road.id, lane.id, sidx, s, t, lane.type, road.junction)
+                    return hit, abs(t - 0.5 * (lo + hi))
+                border = outer
         return None
