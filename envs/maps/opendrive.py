@@ -12,7 +12,7 @@ into CARLA world poses. This module knows nothing of the rest of the project.
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from envs.maps.geometry import Cubic, PiecewiseCubic, ReferenceLine, Segment
 
