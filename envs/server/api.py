@@ -1,8 +1,8 @@
 """The RPC surface: one method per CARLA call name, with CARLA's argument order and result shapes.
 
 `Simulator` owns the current `World`, switches maps, and ticks. Methods marked `@call` are the bound RPC
-functions; `void=True` marks calls whose result is `Response<void>`. Arguments arrive already stripped of
-the leading `Metadata`. Unsupported CARLA calls are not bound, so the client gets an error naming the call.
+functions; `result` says how the value is wrapped: "value" as `Response<T>`, "void" as `Response<void>`, "raw" not at
+all (only `apply_batch`). Arguments arrive already stripped of the leading `Metadata`. Unsupported CARLA calls are not bound, so the client gets an error naming the call.
 """
 from __future__ import annotations
 
@@ -18,14 +18,14 @@ from .blueprints import BLUEPRINTS
 from .world import CarlaError, World
 
 RpcFunction = Callable[..., object]
-REGISTRY: dict[str, tuple[str, bool]] = {}  # rpc name -> (method name, returns void)
+REGISTRY: dict[str, tuple[str, str]] = {}  # rpc name -> (method name, result wrapping)
 
 GENERATED_MAP_NAME = "OpenDriveMap"
 
 
-def call(name: str | None = None, void: bool = False):
+def call(name: str | None = None, void: bool = False, raw: bool = False):
     def register(method):
-        REGISTRY[name or method.__name__] = (method.__name__, void)
+        REGISTRY[name or method.__name__] = (method.__name__, "raw" if raw else "void" if void else "value")
         return method
     return register
 
@@ -320,3 +320,46 @@ class Simulator:
         head = actor.transform[:3] + np.array([0.0, 0.0, 4.0])
         return [pr.bounding_box_msg(head, (0.2, 0.2, 0.5), actor.transform[3:6], actor.id)]
 
+
+    # ------------------------------------------------------------------------------------------- batch
+    @call(raw=True)
+    def apply_batch(self, commands, do_tick_cue: bool = False) -> list:
+        """Run rpc::Command variants in order; answers a bare list of `Response<ActorId>`, one per command."""
+        responses = []
+        for command in commands:
+            try:
+                responses.append(pr.response(self._run_command(command[0])))
+            except CarlaError as exc:
+                responses.append(pr.response_error(str(exc), void=False))
+            except (TypeError, ValueError, KeyError, IndexError) as exc:
+                responses.append(pr.response_error(f"apply_batch: malformed command {command!r:.120} ({exc})",
+                                                   void=False))
+        if do_tick_cue:
+            self.tick_cue()
+        return responses
+
+    def _run_command(self, variant, future_actor: int = 0) -> int:
+        index, fields = variant
+        if index == BATCH_SPAWN:
+            description, transform, parent, _attachment, _socket, do_after = fields
+            parent_id = int(parent[1]) if parent and parent[0] else None
+            actor = self._spawn(description, transform, parent_id)
+            for follow_up in do_after:
+                self._run_command(follow_up[0], future_actor=actor.id)
+            return actor.id
+        name = BATCH_COMMANDS.get(index)
+        if name is None:
+            raise CarlaError(f"apply_batch: command type {index} is not served by the slimdrive simulator")
+        actor_id = int(fields[0]) or future_actor
+        getattr(self, name)(actor_id, *fields[1:])
+        return actor_id
+
+
+BATCH_SPAWN = 0
+# rpc::Command variant index -> the RPC method with the same arguments (actor id first)
+BATCH_COMMANDS = {
+    1: "destroy_actor", 2: "apply_control_to_vehicle", 4: "apply_control_to_walker", 6: "set_actor_transform",
+    8: "set_actor_target_velocity", 9: "set_actor_target_angular_velocity", 14: "set_actor_simulate_physics",
+    15: "set_actor_enable_gravity", 18: "set_vehicle_light_state", 20: "set_traffic_light_state",
+    21: "set_actor_location",
+}

@@ -36,29 +36,23 @@ def find_contacts(center: np.ndarray, extent: np.ndarray, yaw: np.ndarray) -> li
     if len(ii) == 0:
         return []
     corners = box_corners_2d(center[:, :2], extent[:, :2], yaw)
+    # Separating axes of each candidate pair: the two edge directions of each box, (P, 4, 2).
+    rad = np.radians(yaw)
+    edges = np.stack([np.cos(rad), np.sin(rad), -np.sin(rad), np.cos(rad)], axis=1).reshape(-1, 2, 2)
+    axes = np.concatenate([edges[ii], edges[jj]], axis=1)
+    proj_a = np.einsum("pkd,pcd->pkc", axes, corners[ii])
+    proj_b = np.einsum("pkd,pcd->pkc", axes, corners[jj])
+    depth = np.minimum(proj_a.max(-1), proj_b.max(-1)) - np.maximum(proj_a.min(-1), proj_b.min(-1))
+    hit = np.all(depth > 0.0, axis=1)
     contacts = []
-    for i, j in zip(ii.tolist(), jj.tolist()):
-        hit = _separating_axis(corners[i], corners[j], yaw[i], yaw[j])
-        if hit is not None:
-            normal, depth = hit
-            if np.dot(normal, center[j, :2] - center[i, :2]) < 0.0:
-                normal = -normal
-            contacts.append(Contact(i, j, normal, depth))
+    for p in np.nonzero(hit)[0].tolist():
+        k = int(np.argmin(depth[p]))
+        normal = axes[p, k]
+        i, j = int(ii[p]), int(jj[p])
+        if np.dot(normal, center[j, :2] - center[i, :2]) < 0.0:
+            normal = -normal
+        contacts.append(Contact(i, j, normal, float(depth[p, k])))
     return contacts
-
-
-def _separating_axis(a: np.ndarray, b: np.ndarray, yaw_a: float, yaw_b: float) -> tuple[np.ndarray, float] | None:
-    best_depth, best_axis = np.inf, None
-    for yaw in (yaw_a, yaw_b):
-        rad = np.radians(yaw)
-        for axis in (np.array([np.cos(rad), np.sin(rad)]), np.array([-np.sin(rad), np.cos(rad)])):
-            pa, pb = a @ axis, b @ axis
-            depth = min(pa.max(), pb.max()) - max(pa.min(), pb.min())
-            if depth <= 0.0:
-                return None
-            if depth < best_depth:
-                best_depth, best_axis = depth, axis
-    return best_axis, float(best_depth)
 
 
 def resolve(contact: Contact, position: np.ndarray, velocity: np.ndarray, inv_mass: np.ndarray) -> np.ndarray:

@@ -94,13 +94,16 @@ class SimulatorServer:
 
     def dispatch(self, name, params) -> tuple[object, object]:
         """Run one call; returns (rpclib error field, result)."""
+        log.debug("call %s%r", name, params)
         if not isinstance(name, str) or name not in REGISTRY:
             return f"rpc::rpc_error: function '{name}' is not served by the slimdrive simulator", None
-        method_name, void = REGISTRY[name]
-        log.debug("call %s%r", name, params)
+        method_name, wrapping = REGISTRY[name]
+        void = wrapping == "void"
         args = list(params[1:]) if isinstance(params, list) and params else []  # drop Metadata
         try:
             value = getattr(self.simulator, method_name)(*args)
+            if wrapping == "raw":
+                return None, value
             return None, (response_void() if void else response(value))
         except CarlaError as exc:
             return None, response_error(str(exc), void)

@@ -22,6 +22,7 @@ from .sensors import SensorModel, make_sensor_model
 from .traffic_lights import GREEN, LightGroup, TrafficLight
 
 GRAVITY = 9.81
+SPEED_LIMIT_KMH = 50.0
 SPAWN_CLEARANCE = 0.05  # m of overlap tolerated at spawn (bodies touching the ground or each other)
 
 
@@ -63,11 +64,6 @@ class Actor:
                 return value
         return default
 
-    @property
-    def box_center_world(self) -> np.ndarray:
-        body = self.blueprint.body
-        return self.transform[:3] + rotation_matrix(*self.transform[3:6]) @ np.array(body.center)
-
 
 @dataclass
 class TickOutput:
@@ -92,6 +88,7 @@ class World:
         self._next_stream = WORLD_OBSERVER_STREAM + 1
         self.streams: dict[int, Actor] = {}
         self.light_groups: list[LightGroup] = []
+        self._volumes = None  # cached traffic-light trigger boxes, see _trigger_volumes
         self.spectator = self._add(SPECTATOR, [], np.array([0.0, 0.0, 50.0, -60.0, 0.0, 0.0]))
         self.spectator.simulate_physics = False
         self._create_traffic_lights()
@@ -174,8 +171,8 @@ class World:
                   and a.traffic_light is None]
         if not others:
             return False
-        probe_center = pose[:3] + rotation_matrix(*pose[3:6]) @ np.array(blueprint.body.center)
-        center = np.array([probe_center] + [a.box_center_world for a in others])
+        probe = Actor(0, blueprint, [], pose)
+        center = self._box_centers([probe] + others)
         shrink = SPAWN_CLEARANCE
         extent = np.array([np.maximum(np.array(blueprint.body.extent) - shrink, 0.01)]
                           + [np.maximum(np.array(a.blueprint.body.extent) - shrink, 0.01) for a in others])
@@ -229,13 +226,14 @@ class World:
     def tick(self, dt: float) -> TickOutput:
         self.frame += 1
         self.elapsed += dt
-        previous_velocity = {a.id: a.velocity.copy() for a in self.actors.values()}
+        actors = list(self.actors.values())
+        previous_velocity = [a.velocity for a in actors]  # replaced, never mutated, by the steps below
         self._step_vehicles(dt)
         self._step_walkers(dt)
         contacts = self._collide()
         self._update_children()
-        for actor in self.actors.values():
-            actor.acceleration = (actor.velocity - previous_velocity.get(actor.id, actor.velocity)) / dt
+        for actor, before in zip(actors, previous_velocity):
+            actor.acceleration = (actor.velocity - before) / dt
         for group in self.light_groups:
             group.step(dt)
         messages = [(WORLD_OBSERVER_STREAM, self.episode_state(dt))]
@@ -298,7 +296,7 @@ class World:
                   and a.traffic_light is None]
         if len(bodies) < 2:
             return []
-        center = np.array([a.box_center_world for a in bodies])
+        center = self._box_centers(bodies)
         extent = np.array([a.blueprint.body.extent for a in bodies])
         yaw = np.array([a.transform[4] for a in bodies])
         contacts = collision.find_contacts(center, extent, yaw)
@@ -312,14 +310,25 @@ class World:
         for contact in contacts:
             impulse = collision.resolve(contact, position, velocity, inv_mass)
             events.append((bodies[contact.a], bodies[contact.b], impulse))
-        for i, actor in enumerate(bodies):
-            if inv_mass[i] > 0.0:
-                actor.transform[:2] = position[i, :2]
-                actor.velocity = velocity[i]
-                if actor.kind == "vehicle":
-                    heading = rotation_matrix(*actor.transform[3:6])[:, 0]
-                    actor.speed = float(np.dot(velocity[i], heading))
+        moved = {i for c in contacts for i in (c.a, c.b) if inv_mass[i] > 0.0}
+        for i in moved:
+            actor = bodies[i]
+            actor.transform[:2] = position[i, :2]
+            actor.velocity = velocity[i]
+            if actor.kind == "vehicle":
+                yaw = math.radians(actor.transform[4])
+                actor.speed = float(velocity[i, 0] * math.cos(yaw) + velocity[i, 1] * math.sin(yaw))
         return events
+
+    @staticmethod
+    def _box_centers(bodies: list[Actor]) -> np.ndarray:
+        """World box centres, turning the body offset by yaw only (bodies stand upright on flat ground)."""
+        pose = np.array([a.transform for a in bodies])
+        offset = np.array([a.blueprint.body.center for a in bodies])
+        yaw = np.radians(pose[:, 4])
+        cos, sin = np.cos(yaw), np.sin(yaw)
+        return pose[:, :3] + np.stack([offset[:, 0] * cos - offset[:, 1] * sin,
+                                       offset[:, 0] * sin + offset[:, 1] * cos, offset[:, 2]], axis=1)
 
     def _update_children(self) -> None:
         for actor in self.actors.values():
@@ -329,16 +338,28 @@ class World:
                 actor.angular_velocity = actor.parent.angular_velocity.copy()
 
     # ------------------------------------------------------------------------------------- traffic lights
-    def traffic_light_of(self, vehicle: Actor) -> Actor | None:
-        """The traffic light whose trigger volume holds the vehicle's origin, as CARLA's vehicle controller."""
-        for actor in self.actors.values():
-            if actor.trigger_volume is None:
-                continue
-            local = rotation_matrix(*actor.transform[3:6]).T @ (vehicle.transform[:3] - actor.transform[:3])
-            center, extent = actor.trigger_volume
-            if np.all(np.abs(local[:2] - center[:2]) <= extent[:2]):
-                return actor
-        return None
+    def _trigger_volumes(self) -> tuple[list[Actor], np.ndarray, np.ndarray, np.ndarray]:
+        """Traffic-light actors with their trigger boxes in the world frame: centres (L, 2), yaws (L,), extents (L, 2)."""
+        if self._volumes is None:
+            lights = [a for a in self.actors.values() if a.trigger_volume is not None]
+            centers = [compose(a.transform, np.array([*a.trigger_volume[0], 0.0, 0.0, 0.0]))[:2] for a in lights]
+            self._volumes = (lights, np.array(centers).reshape(-1, 2),
+                             np.radians([a.transform[4] for a in lights]),
+                             np.array([a.trigger_volume[1][:2] for a in lights]).reshape(-1, 2))
+        return self._volumes
+
+    def traffic_lights_of(self, vehicles: list[Actor]) -> list[Actor | None]:
+        """For each vehicle, the traffic light whose trigger volume holds its origin (CARLA's rule)."""
+        lights, centers, yaws, extents = self._trigger_volumes()
+        if not lights or not vehicles:
+            return [None] * len(vehicles)
+        delta = np.array([v.transform[:2] for v in vehicles])[:, None, :] - centers[None, :, :]
+        cos, sin = np.cos(yaws)[None, :], np.sin(yaws)[None, :]
+        along = delta[..., 0] * cos + delta[..., 1] * sin
+        across = -delta[..., 0] * sin + delta[..., 1] * cos
+        inside = (np.abs(along) <= extents[None, :, 0]) & (np.abs(across) <= extents[None, :, 1])
+        first = np.argmax(inside, axis=1)
+        return [lights[k] if inside[i, k] else None for i, k in enumerate(first.tolist())]
 
     # ------------------------------------------------------------------------------------ episode state
     def episode_state(self, dt: float) -> bytes:
@@ -350,39 +371,44 @@ class World:
         states["velocity"] = [a.velocity for a in actors]
         states["angular_velocity"] = [a.angular_velocity for a in actors]
         states["acceleration"] = [a.acceleration for a in actors]
+        data = states["data"]
+        vehicles = [i for i, a in enumerate(actors) if a.kind == "vehicle"]
+        if vehicles:
+            self._fill_vehicles(data["vehicle"], vehicles, [actors[i] for i in vehicles])
+        walkers = [i for i, a in enumerate(actors) if a.kind == "walker"]
+        if walkers:
+            controls = [actors[i].walker_control for i in walkers]
+            data["walker"]["direction"][walkers] = [c.direction for c in controls]
+            data["walker"]["speed"][walkers] = [c.speed for c in controls]
+            data["walker"]["jump"][walkers] = [c.jump for c in controls]
         for i, actor in enumerate(actors):
-            if actor.kind == "vehicle":
-                self._fill_vehicle_state(states[i]["data"]["vehicle"], actor)
-            elif actor.kind == "walker":
-                walker = states[i]["data"]["walker"]
-                walker["direction"] = actor.walker_control.direction
-                walker["speed"] = actor.walker_control.speed
-                walker["jump"] = actor.walker_control.jump
-            elif actor.traffic_light is not None:
-                light, data = actor.traffic_light, states[i]["data"]["traffic_light"]
-                data["sign_id"] = light.sign_id.encode()[:32]
-                data["green_time"], data["yellow_time"] = light.green_time, light.yellow_time
-                data["red_time"], data["elapsed_time"] = light.red_time, light.elapsed
-                data["pole_index"], data["time_is_frozen"], data["state"] = light.pole_index, light.frozen, light.state
+            if actor.traffic_light is not None:
+                light, tl = actor.traffic_light, data["traffic_light"]
+                tl["sign_id"][i] = light.sign_id.encode()[:32]
+                tl["green_time"][i], tl["yellow_time"][i] = light.green_time, light.yellow_time
+                tl["red_time"][i], tl["elapsed_time"][i] = light.red_time, light.elapsed
+                tl["pole_index"][i], tl["time_is_frozen"][i], tl["state"][i] = (
+                    light.pole_index, light.frozen, light.state)
         sim_state = SIM_STATE_MAP_CHANGE if self.map_changed else SIM_STATE_NONE
         self.map_changed = False
         header = sensor_header(EPISODE_STATE_TYPE_ID, self.frame, self.elapsed, Transform())
         episode = EPISODE_HEADER.pack(self.episode_id, self.elapsed, dt, 0, 0, 0, sim_state)
         return header + episode + states.tobytes()
 
-    def _fill_vehicle_state(self, data, actor: Actor) -> None:
-        c = actor.vehicle_control
-        data["throttle"], data["steer"], data["brake"] = c.throttle, c.steer, c.brake
-        data["hand_brake"], data["reverse"], data["manual_gear_shift"], data["gear"] = (
-            c.hand_brake, c.reverse, c.manual_gear_shift, c.gear)
-        data["speed_limit"] = 50.0
-        light_actor = self.traffic_light_of(actor)
-        if light_actor is not None:
-            data["has_traffic_light"] = True
-            data["traffic_light_id"] = light_actor.id
-            data["traffic_light_state"] = light_actor.traffic_light.state
-        else:
-            data["traffic_light_state"] = GREEN
+    def _fill_vehicles(self, data: np.ndarray, rows: list[int], vehicles: list[Actor]) -> None:
+        controls = [v.vehicle_control for v in vehicles]
+        data["throttle"][rows] = [c.throttle for c in controls]
+        data["steer"][rows] = [c.steer for c in controls]
+        data["brake"][rows] = [c.brake for c in controls]
+        data["hand_brake"][rows] = [c.hand_brake for c in controls]
+        data["reverse"][rows] = [c.reverse for c in controls]
+        data["manual_gear_shift"][rows] = [c.manual_gear_shift for c in controls]
+        data["gear"][rows] = [c.gear for c in controls]
+        data["speed_limit"][rows] = SPEED_LIMIT_KMH
+        lights = self.traffic_lights_of(vehicles)
+        data["has_traffic_light"][rows] = [light is not None for light in lights]
+        data["traffic_light_id"][rows] = [light.id if light else 0 for light in lights]
+        data["traffic_light_state"][rows] = [light.traffic_light.state if light else GREEN for light in lights]
 
     # ------------------------------------------------------------------------------------------ sensors
     def _sensor_messages(self, contacts: list[tuple[Actor, Actor, np.ndarray]], dt: float) -> list[tuple[int, bytes]]:
