@@ -42,14 +42,17 @@ def make_straight(length: float = 700.0, lanes_per_direction: int = 3, speed_kmh
 
 
 def make_curves(radius_left: float = 60.0, radius_right: float = 80.0, spiral: float = 40.0,
-                climb: float = 6.0, speed_kmh: float = 60.0) -> str:
-    """A winding two-lane-each-way road: lines, clothoid transitions, arcs both ways, a smooth climb."""
+                climb: float = 0.0, speed_kmh: float = 60.0) -> str:
+    """A winding two-lane-each-way road: lines, clothoid transitions, arcs both ways, optionally a smooth climb.
+
+    The shipped map is flat (climb 0) because the embedded server places actors on z = 0.
+    """
     kl, kr = 1.0 / radius_left, -1.0 / radius_right
     pieces = [(100.0, 0.0, 0.0), (spiral, 0.0, kl), (80.0, kl, kl), (spiral, kl, 0.0), (80.0, 0.0, 0.0),
               (spiral, 0.0, kr), (100.0, kr, kr), (spiral, kr, 0.0), (100.0, 0.0, 0.0)]
     length = sum(p[0] for p in pieces)
     # z = climb * (3u^2 - 2u^3), u = s / length: level at both ends, steepest in the middle.
-    elevation = [Cubic(0.0, 0.0, 0.0, 3.0 * climb / length**2, -2.0 * climb / length**3)]
+    elevation = [Cubic(0.0, 0.0, 0.0, 3.0 * climb / length**2, -2.0 * climb / length**3)] if climb else []
     road = RoadSpec(1, "curves", 0.0, 0.0, 0.0, pieces,
                     _two_way(2, LANE_WIDTH, speed_kmh / 3.6, [("shoulder", 1.5, "none", 0.0)]),
                     center_mark="solid solid", center_color="yellow", speed_kmh=speed_kmh,

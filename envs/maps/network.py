@@ -41,6 +41,7 @@ class LaneHit(NamedTuple):
     t: float
     lane_type: str
     junction_id: int  # -1 outside junctions
+    z: float  # surface height: road elevation plus the lane's kerb height (raised sidewalks)
 
 
 @dataclass(frozen=True)
@@ -385,7 +386,8 @@ class RoadNetwork:
                 outer = border + sign * lane.width.at(ds)
                 lo, hi = min(border, outer), max(border, outer)
                 if lo - 1e-6 <= t <= hi + 1e-6:
-                    hit = LaneHit(road.id, lane.id, sidx, s, t, lane.type, road.junction)
+                    z = road.elevation.at(s) + lane.height
+                    hit = LaneHit(road.id, lane.id, sidx, s, t, lane.type, road.junction, z)
                     return hit, abs(t - 0.5 * (lo + hi))
                 border = outer
         return None

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import carla
 import numpy as np
 import pytest
 
 from envs.maps import MapError, RoadNetwork, available_maps, load_network, load_xodr_text
-from envs.maps.generate import generate_all, main, make_town
+from envs.maps.generate import generate_all, main, make_curves, make_town
 
 
 def test_generator_is_deterministic_and_matches_shipped(tmp_path: Path) -> None:
@@ -86,3 +87,19 @@ def test_minimal_road_parses_and_unknown_lane_is_an_error() -> None:
         net.lane_pose(1, 2, 5.0)
     with pytest.raises(MapError, match="no road 9"):
         net.lane_pose(9, -1, 5.0)
+
+
+def test_hilly_curves_agree_with_client_heights() -> None:
+    text = make_curves(climb=6.0)
+    cmap, net = carla.Map("hilly", text), RoadNetwork.from_xodr(text, "hilly")
+    heights = []
+    for w in cmap.generate_waypoints(10.0):
+        loc = w.transform.location
+        hit = net.locate(loc.x, loc.y)
+        assert hit is not None and abs(hit.z - loc.z) < 0.05
+        assert abs(net.lane_pose(w.road_id, w.lane_id, w.s).z - loc.z) < 0.05
+        heights.append(loc.z)
+    assert max(heights) > 5.0
+    kerb = next(lane for lane in load_network("town").lanes() if lane.lane_type == "sidewalk")
+    mid = kerb.center[len(kerb.center) // 2]
+    assert load_network("town").locate(float(mid[0]), float(mid[1])).z == pytest.approx(0.15)
