@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from envs.maps.geometry import Cubic, Segment, end_pose
+from envs.maps.opendrive import TRAFFIC_LIGHT_TYPE
 
 Contact = Literal["start", "end"]
-TRAFFIC_LIGHT_TYPE = "1000001"
 # Traffic lights stand this far before the junction edge; it is also where the stop line is.
 STOP_LINE_SETBACK = 1.0
 

@@ -17,9 +17,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from envs.maps.opendrive import Lane, LaneSection, MapError, OpenDrive, Road, Signal, parse
+from envs.maps.opendrive import TRAFFIC_LIGHT_TYPE, Lane, LaneSection, MapError, OpenDrive, Road, Signal, parse
 
-TRAFFIC_LIGHT_TYPE = "1000001"
 _SAMPLE_STEP = 1.0  # metres between samples of lane polylines and of the locate index
 _CELL = 8.0  # metres: cell size of the locate grid
 

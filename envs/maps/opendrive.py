@@ -17,6 +17,9 @@ from dataclasses import dataclass
 from envs.maps.geometry import Cubic, PiecewiseCubic, ReferenceLine, Segment
 
 
+TRAFFIC_LIGHT_TYPE = "1000001"  # OpenDRIVE signal type of a traffic light, as CARLA's landmarks use it
+
+
 class MapError(ValueError):
     """An OpenDRIVE document that cannot be used; the message names the element and what is wrong."""
 
