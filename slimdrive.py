@@ -47,7 +47,13 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print(_usage(), file=sys.stderr)
         return 0 if argv[:1] in (["-h"], ["--help"]) else 2
-    cfg = load_config(config_name, overrides)
+    from hydra.errors import HydraException
+
+    try:
+        cfg = load_config(config_name, overrides)
+    except HydraException as exc:
+        print(f"slimdrive {' '.join(key)}: bad override: {exc}\n(see conf/{config_name}.yaml)", file=sys.stderr)
+        return 2
     module_name, func_name = target.split(":")
     result = getattr(importlib.import_module(module_name), func_name)(cfg)
     return int(result or 0)

@@ -125,7 +125,7 @@ class Simulator:
 
     @call(void=True)
     def load_new_episode(self, map_name: str, reset_settings: bool = True, map_layers: int = 0xFFFF) -> None:
-        name = _map_short_name(str(map_name))
+        name = _map_short_name(str(map_name)) or self.world.map_name  # reload_world sends ""
         if name == GENERATED_MAP_NAME and self.world.map_name == GENERATED_MAP_NAME:
             self._switch(name, self.world.xodr, bool(reset_settings))
             return

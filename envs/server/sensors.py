@@ -7,6 +7,7 @@ server only hosts its actor and streams nothing.
 from __future__ import annotations
 
 import math
+import re
 from typing import Callable
 
 import msgpack
@@ -16,6 +17,7 @@ from .geometry import rotation_matrix
 from .protocol import SENSOR_TYPE_ID
 
 EARTH_RADIUS = 6378137.0  # m, as CARLA's geom::GeoLocation
+TMERC_SCALE = 0.9996  # k0 of the client's transverse Mercator
 GRAVITY = 9.81
 
 
@@ -67,8 +69,15 @@ class NoisySensor(SensorModel):
         return float(self._rng.normal(0.0, std)) if std > 0.0 else 0.0
 
 
+def geo_reference(xodr: str) -> tuple[float, float]:
+    """(lat_0, lon_0) in degrees from the OpenDRIVE header's proj string; (0, 0) when absent, as CARLA."""
+    found = {key: float(value) for key, value in re.findall(r"\+(lat_0|lon_0)=([-+0-9.eE]+)", xodr[:4096])}
+    return found.get("lat_0", 0.0), found.get("lon_0", 0.0)
+
+
 class GnssSensor(NoisySensor):
-    """Latitude/longitude by CARLA's Mercator projection around the map's geo-reference (0, 0, 0)."""
+    """Latitude/longitude by the client's own spherical transverse Mercator (as
+    `carla.Map.transform_to_geolocation`) around the map's geo-reference."""
 
     type_id = SENSOR_TYPE_ID["sensor.other.gnss"]
 
@@ -76,8 +85,11 @@ class GnssSensor(NoisySensor):
         if not self.due(world.elapsed):
             return []
         x, y, z = actor.transform[:3]
-        latitude = math.degrees(2.0 * math.atan(math.exp(-y / EARTH_RADIUS)) - math.pi / 2.0)
-        longitude = math.degrees(x / EARTH_RADIUS)
+        lat0, lon0 = world.geo_reference
+        d = x / (TMERC_SCALE * EARTH_RADIUS)
+        e = y / (TMERC_SCALE * EARTH_RADIUS) + math.radians(lat0)
+        latitude = math.degrees(math.asin(math.sin(e) / math.cosh(d)))
+        longitude = lon0 + math.degrees(math.atan2(math.sinh(d), math.cos(e)))
         latitude += float(self._attribute("noise_lat_bias", "0") or 0) + self.noise("noise_lat_stddev")
         longitude += float(self._attribute("noise_lon_bias", "0") or 0) + self.noise("noise_lon_stddev")
         altitude = z + float(self._attribute("noise_alt_bias", "0") or 0) + self.noise("noise_alt_stddev")

@@ -16,7 +16,7 @@ import traceback
 import msgpack
 
 from .api import REGISTRY, Simulator
-from .protocol import response, response_error, response_void
+from .protocol import WORLD_OBSERVER_STREAM, response, response_error, response_void
 from .world import CarlaError
 
 log = logging.getLogger("slimdrive.server")
@@ -74,6 +74,9 @@ class StreamProtocol(asyncio.Protocol):
         if len(self.buffer) >= 4:
             (self.stream_id,) = self._ID.unpack(self.buffer[:4])
             self.server.subscribers.setdefault(self.stream_id, set()).add(self)
+            if self.stream_id == WORLD_OBSERVER_STREAM and self.server.last_state is not None:
+                # A new client waits for one episode state; in synchronous mode none may come for a while.
+                self.send(self.server.last_state)
 
     def connection_lost(self, exc) -> None:
         if self.stream_id is not None:
@@ -90,6 +93,7 @@ class SimulatorServer:
         self.simulator = simulator
         self.host, self.port = host, port
         self.subscribers: dict[int, set[StreamProtocol]] = {}
+        self.last_state: bytes | None = None  # the latest framed episode state
         simulator.on_tick = self.publish
 
     def dispatch(self, name, params) -> tuple[object, object]:
@@ -118,6 +122,8 @@ class SimulatorServer:
     def publish(self, messages: list[tuple[int, bytes]]) -> None:
         for stream_id, payload in messages:
             subscribers = self.subscribers.get(stream_id)
+            if stream_id == WORLD_OBSERVER_STREAM:
+                self.last_state = struct.pack("<I", len(payload)) + payload
             if subscribers:
                 frame = struct.pack("<I", len(payload)) + payload
                 for subscriber in list(subscribers):

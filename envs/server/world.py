@@ -18,7 +18,7 @@ from .protocol import (
     SIM_STATE_MAP_CHANGE, SIM_STATE_NONE, WORLD_OBSERVER_STREAM, EpisodeSettings, Transform, VehicleControl,
     WalkerControl, Weather, bounding_box_msg, sensor_header, stream_token,
 )
-from .sensors import SensorModel, make_sensor_model
+from .sensors import SensorModel, geo_reference, make_sensor_model
 from .traffic_lights import GREEN, LightGroup, TrafficLight
 
 GRAVITY = 9.81
@@ -76,6 +76,7 @@ class World:
         self.network = network
         self.map_name = map_name
         self.xodr = xodr
+        self.geo_reference = geo_reference(xodr)
         self.episode_id = episode_id
         self.stream_port = port + 1
         self.settings = EpisodeSettings()
