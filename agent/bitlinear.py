@@ -1,0 +1,104 @@
+"""BitLinear: the BitNet b1.58 layer (ternary weights, 8-bit activations) and its full-precision twin.
+
+The recipe follows "The Era of 1-bit LLMs" (arXiv 2402.17764) and its training-tips note:
+
+* weights: one absmean scale per tensor, ``s_w = 1 / max(mean|W|, 1e-5)``; ``round(W * s_w)`` clipped to
+  {-1, 0, +1}; the matmul sees ``W_q / s_w``.
+* activations: one absmax scale per token, ``s_x = 127 / max|x|``; ``round(x * s_x)`` clipped to
+  [-128, 127]; the matmul sees ``x_q / s_x``.
+* an RMSNorm in front of every ternary matmul (it lives inside the layer, so a block needs no extra
+  pre-norm and the attention-output and FFN-down projections get the "subln" norm for free);
+* no biases;
+* a straight-through estimator, ``x + (q(x) - x).detach()``: the forward pass sees quantized values, the
+  backward pass treats quantization as the identity so the latent full-precision weights keep learning.
+
+With ``quant="none"`` the same layer is RMSNorm + bias-free float Linear: the full-precision twin has exactly
+the same architecture and parameter names, so the two differ only in arithmetic.
+
+What stays in higher precision, and why: the RMSNorm gains (a few hundred numbers that set the scale the
+quantizer sees), the embeddings (camera, position, command, speed and target-point projections: lookups or
+tiny inputs whose ternarisation saves nothing measurable) and the output heads (a few thousand weights that
+produce metres and m/s directly, where a ternary rounding error is a steering error). Everything else
+(the patch embedding, every attention and FFN projection) is ternary; see docs/policy.md.
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+Quant = Literal["ternary", "none"]
+
+SCALE_EPS = 1e-5  # the clamp on mean|W| (BitNet b1.58 recipe) and on max|x|: keeps both scales finite
+ACT_MAX = 127.0  # per-token absmax maps to +-127; values are clipped to the int8 range [-128, 127]
+
+
+def weight_quant(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Ternarise a weight tensor with the per-tensor absmean scale.
+
+    Returns ``(codes, scale)``: ``codes`` holds exactly {-1, 0, +1} (in ``w``'s dtype) and ``scale`` is the
+    0-d tensor ``s_w = 1 / max(mean|w|, 1e-5)``, so ``codes / scale`` approximates ``w``.
+    """
+    scale = 1.0 / w.abs().mean().clamp(min=SCALE_EPS)
+    return (w * scale).round().clamp(-1, 1), scale
+
+
+def activation_quant(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Quantize activations to 8 bits with one absmax scale per token (the last dimension is the feature axis).
+
+    Returns ``(codes, scale)``: integer-valued ``codes`` in [-128, 127] (in ``x``'s dtype) and per-token
+    ``scale = 127 / max|x|`` of shape ``x.shape[:-1] + (1,)``, so ``codes / scale`` approximates ``x``.
+    """
+    scale = ACT_MAX / x.abs().amax(dim=-1, keepdim=True).clamp(min=SCALE_EPS)
+    return (x * scale).round().clamp(-128, 127), scale
+
+
+def ste(x: torch.Tensor, x_quantized: torch.Tensor) -> torch.Tensor:
+    """Straight-through estimator: the value of ``x_quantized``, the gradient of ``x`` (identity)."""
+    return x + (x_quantized - x).detach()
+
+
+class RMSNorm(nn.Module):
+    """Root-mean-square norm with a learned gain (kept in full precision)."""
+
+    def __init__(self, dim: int, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.rms_norm(x, (x.shape[-1],), self.weight, self.eps)
+
+
+class BitLinear(nn.Module):
+    """RMSNorm followed by a bias-free linear map whose weights are ternary and inputs 8-bit (``quant="ternary"``),
+    or plain float (``quant="none"``, the full-precision twin).
+
+    The latent weight ``self.weight`` stays float for training; `agent.export` ternarises it once offline.
+    """
+
+    def __init__(self, in_features: int, out_features: int, quant: Quant) -> None:
+        super().__init__()
+        if quant not in ("ternary", "none"):
+            raise ValueError(f"BitLinear quant must be 'ternary' or 'none', got {quant!r}")
+        self.in_features = in_features
+        self.out_features = out_features
+        self.quant = quant
+        self.norm = RMSNorm(in_features)
+        self.weight = nn.Parameter(torch.empty(out_features, in_features))
+        nn.init.trunc_normal_(self.weight, std=in_features**-0.5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.norm(x)
+        w = self.weight
+        if self.quant == "ternary":
+            x_codes, x_scale = activation_quant(x)
+            w_codes, w_scale = weight_quant(w)
+            x = ste(x, x_codes / x_scale)
+            w = ste(w, w_codes / w_scale)
+        return F.linear(x, w)
+
+    def extra_repr(self) -> str:
+        return f"{self.in_features} -> {self.out_features}, quant={self.quant}"

@@ -1,0 +1,163 @@
+"""`DrivingPolicy`: the observation -> action contract around a `DrivingNet` and the waypoint controllers.
+
+Observation (see ARCHITECTURE.md): a dict with ``cameras`` uint8 (8, H, W, 3) in rig order, ``speed`` m/s
+(float or shape (1,)), ``target_point`` (2,) metres in the ego frame (x forward, y right) and ``command``
+(RoadOption 1..6). Camera images larger or smaller than the network's input are resized with
+``cv2.INTER_AREA``. The action is ``[steer, throttle, brake]`` float32.
+
+The same class drives every variant: the packed ternary runtime (`from_packed`), the fake-quant training graph
+and the full-precision twin (`DrivingPolicy(net, ...)` with a `DrivingNet`), and a bfloat16 copy of the twin.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import cv2
+import numpy as np
+import torch
+from torch import nn
+
+from agent.bitlinear import BitLinear
+from agent.controllers import ControllerConfig, WaypointController
+from agent.model import N_COMMANDS, Block, DrivingNet
+from agent.runtime import PackedBitLinear
+
+
+class ObservationError(ValueError):
+    """An observation that breaks the contract; the message names the field and what is expected."""
+
+
+@dataclass(frozen=True)
+class Footprint:
+    """What one policy step costs, for the compute budget (checked before the first step)."""
+
+    parameters: int  # numbers that define the network (ternary weights count one each)
+    ternary_parameters: int
+    weight_bytes: int  # resident bytes of all weights as this policy holds them
+    ternary_macs: int  # int8 x ternary multiply-accumulates per step (packed runtime only)
+    float_macs: int  # floating-point multiply-accumulates per step, in `dtype`
+    dtype: str  # the floating-point type the float part computes in
+
+
+def _tensor_bytes(module: nn.Module) -> int:
+    return sum(t.numel() * t.element_size() for t in list(module.parameters()) + list(module.buffers()))
+
+
+class DrivingPolicy:
+    def __init__(self, net: DrivingNet, controller: ControllerConfig) -> None:
+        self.net = net.eval()
+        self.cfg = net.cfg
+        self.controller = WaypointController(controller)
+        self.dtype = next(net.parameters()).dtype
+        self._footprint: Footprint | None = None
+
+    @classmethod
+    def from_packed(cls, path: str | Path, controller: ControllerConfig) -> "DrivingPolicy":
+        """A policy on the packed ternary runtime, from a file written by `agent.export.export_packed`."""
+        from agent.export import load_packed
+
+        return cls(load_packed(path), controller)
+
+    def reset(self) -> None:
+        """Start of an episode: forget the controllers' integral and derivative state."""
+        self.controller.reset()
+
+    def inputs(self, obs: Mapping[str, Any]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Validate one observation and turn it into the network's batch-of-one inputs."""
+        cfg = self.cfg
+        missing = {"cameras", "speed", "target_point", "command"} - set(obs)
+        if missing:
+            raise ObservationError(f"observation: missing fields {sorted(missing)}")
+        cameras = np.asarray(obs["cameras"])
+        if cameras.dtype != np.uint8 or cameras.ndim != 4 or cameras.shape[0] != cfg.cameras or cameras.shape[3] != 3:
+            raise ObservationError(
+                f"observation field 'cameras': expected uint8 ({cfg.cameras}, H, W, 3) in rig order, "
+                f"got {cameras.dtype} {cameras.shape}"
+            )
+        size = (cfg.image_width, cfg.image_height)  # cv2 takes (width, height)
+        if cameras.shape[1:3] != (cfg.image_height, cfg.image_width):
+            cameras = np.stack([cv2.resize(image, size, interpolation=cv2.INTER_AREA) for image in cameras])
+        speed = np.asarray(obs["speed"], dtype=np.float32).reshape(-1)
+        if speed.shape != (1,) or not np.isfinite(speed).all():
+            raise ObservationError(f"observation field 'speed': expected one finite number (m/s), got {obs['speed']!r}")
+        target = np.asarray(obs["target_point"], dtype=np.float32)
+        if target.shape != (2,) or not np.isfinite(target).all():
+            raise ObservationError(
+                f"observation field 'target_point': expected 2 finite numbers (metres, ego frame), "
+                f"got {obs['target_point']!r}"
+            )
+        command = int(np.asarray(obs["command"]).reshape(()))
+        if not 1 <= command <= N_COMMANDS:
+            raise ObservationError(f"observation field 'command': expected a RoadOption 1..{N_COMMANDS}, got {command}")
+        return (
+            torch.from_numpy(np.ascontiguousarray(cameras))[None],
+            torch.from_numpy(speed)[None].to(self.dtype),
+            torch.from_numpy(target)[None].to(self.dtype),
+            torch.tensor([command]),
+        )
+
+    def predict(self, obs: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        """The network's raw outputs for one observation (waypoints, target_speed, speed), float32 numpy."""
+        with torch.inference_mode():
+            out = self.net(*self.inputs(obs))
+        return {name: value[0].float().numpy() for name, value in out.items()}
+
+    def act(self, obs: Mapping[str, Any]) -> np.ndarray:
+        """One step: observation -> ``[steer, throttle, brake]`` float32."""
+        out = self.predict(obs)
+        speed = float(np.asarray(obs["speed"], dtype=np.float32).reshape(-1)[0])
+        return self.controller.control(out["waypoints"], float(out["target_speed"]), speed)
+
+    def footprint(self) -> Footprint:
+        """Parameters, resident weight bytes and arithmetic per step (counted once on a dummy step)."""
+        if self._footprint is None:
+            self._footprint = self._count()
+        return self._footprint
+
+    def _count(self) -> Footprint:
+        cfg = self.cfg
+        macs = {"ternary": 0, "float": 0}
+
+        def linear_hook(module: nn.Module, args: tuple[torch.Tensor, ...], _output: torch.Tensor) -> None:
+            rows = args[0].numel() // args[0].shape[-1]
+            if isinstance(module, PackedBitLinear):
+                macs["ternary"] += rows * module.in_features * module.out_features
+            else:  # BitLinear of either quant runs as a float matmul; so do the float heads
+                macs["float"] += rows * module.in_features * module.out_features
+
+        def attention_hook(_module: nn.Module, args: tuple[torch.Tensor, ...], _output: torch.Tensor) -> None:
+            batch, tokens, dim = args[0].shape
+            macs["float"] += 2 * batch * tokens * tokens * dim  # q k^T and attention-weighted v
+
+        counted = (PackedBitLinear, BitLinear, nn.Linear)
+        hooks = [m.register_forward_hook(linear_hook) for m in self.net.modules() if isinstance(m, counted)]
+        hooks += [m.register_forward_hook(attention_hook) for m in self.net.modules() if isinstance(m, Block)]
+        try:
+            obs = {
+                "cameras": np.zeros((cfg.cameras, cfg.image_height, cfg.image_width, 3), np.uint8),
+                "speed": np.zeros(1, np.float32),
+                "target_point": np.array([10.0, 0.0], np.float32),
+                "command": 4,
+            }
+            self.predict(obs)
+        finally:
+            for hook in hooks:
+                hook.remove()
+
+        packed_layers = [m for m in self.net.modules() if isinstance(m, PackedBitLinear)]
+        ternary_parameters = sum(m.in_features * m.out_features for m in packed_layers) + sum(
+            m.weight.numel() for m in self.net.modules() if isinstance(m, BitLinear) and m.quant == "ternary"
+        )
+        parameters = sum(p.numel() for p in self.net.parameters()) + sum(
+            m.norm_weight.numel() + m.in_features * m.out_features for m in packed_layers
+        )
+        return Footprint(
+            parameters=parameters,
+            ternary_parameters=ternary_parameters,
+            weight_bytes=_tensor_bytes(self.net),
+            ternary_macs=macs["ternary"],
+            float_macs=macs["float"],
+            dtype=str(self.dtype).removeprefix("torch."),
+        )
