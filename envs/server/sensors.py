@@ -117,7 +117,12 @@ class ImuSensor(NoisySensor):
         return [header(self.type_id) + msgpack.packb(body)]
 
 
+from .cameras import DepthCamera, RgbCamera, SemanticCamera  # noqa: E402 (they subclass SensorModel above)
+
 _MODELS = {
+    "sensor.camera.rgb": RgbCamera,
+    "sensor.camera.depth": DepthCamera,
+    "sensor.camera.semantic_segmentation": SemanticCamera,
     "sensor.other.collision": CollisionSensor,
     "sensor.other.gnss": GnssSensor,
     "sensor.other.imu": ImuSensor,

@@ -132,9 +132,6 @@ class World:
     def spawn(self, blueprint_id: str, attributes: list[list], transform: Transform,
               parent_id: int | None = None) -> Actor:
         blueprint = self.blueprint(blueprint_id)
-        if blueprint.id.startswith("sensor.camera."):
-            raise CarlaError(f"spawn failed: camera sensors ('{blueprint.id}') are not served by this "
-                             "simulator version yet")
         parent = self.actor(parent_id) if parent_id else None
         pose = np.array(transform.as_tuple())
         if parent is not None:

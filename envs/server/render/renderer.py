@@ -1,0 +1,119 @@
+"""Per-map renderer: static scene + the actors of the current tick -> camera images.
+
+One `Renderer` per road network (built on first use, kept for the process: `renderer_for`). Within a tick
+the actors' boxes and the lighting are built once and shared by all cameras, and a geometry pass is shared
+by cameras with the same pose and intrinsics (e.g. RGB, depth and semantic cameras on one mount).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..blueprints import TAG
+from ..geometry import rotation_matrix
+from ..traffic_lights import GREEN, RED, YELLOW
+from . import shapes
+from .boxes import FRONT, BoxBuilder, BoxSet
+from .raster import Geometry, Intrinsics, render_geometry
+from .scene import StaticScene, build_scene
+from .shade import shade
+from .weather import Lighting, lighting
+
+LAMP_ON = {RED: (255, 40, 30), YELLOW: (255, 190, 20), GREEN: (40, 255, 120)}
+LAMP_OFF = (35, 35, 35)
+LAMP_ROWS = ((RED, 0.36), (YELLOW, 0.0), (GREEN, -0.36))  # state, height above the housing centre
+
+
+def _actor_shape(actor) -> BoxSet | None:
+    body = actor.blueprint.body
+    if actor.kind == "vehicle":
+        rgb = shapes.parse_rgb(actor.attribute("color"))
+        return shapes.vehicle(body.extent, actor.attribute("base_type"), body.semantic_tag, rgb, actor.id)
+    if actor.kind == "walker":
+        return shapes.walker(body.extent, actor.id)
+    if actor.kind == "prop":
+        return shapes.prop(body.extent, actor.blueprint.id.split(".")[-1])
+    return None
+
+
+def _lamps(scene: StaticScene, actor) -> BoxSet:
+    post = scene.lights.get(actor.traffic_light.sign_id)
+    if post is None:
+        return BoxSet.empty()
+    state = actor.traffic_light.state
+    facing = np.radians(post.facing_yaw)
+    out = np.array([np.cos(facing), np.sin(facing), 0.0])
+    b = BoxBuilder()
+    for lamp_state, dz in LAMP_ROWS:
+        on = state == lamp_state
+        b.add(post.head + out * 0.16 + (0, 0, dz), (0.03, 0.13, 0.13), LAMP_ON[lamp_state] if on else LAMP_OFF,
+              TAG["traffic_light"], yaw=post.facing_yaw, emissive=(FRONT,) if on else ())
+    return b.build()
+
+
+@dataclass
+class Renderer:
+    scene: StaticScene
+    _shapes: dict[tuple, BoxSet | None] = field(default_factory=dict)
+    _tick_key: tuple = ()
+    _tick_boxes: BoxSet = field(default_factory=BoxSet.empty)
+    _tick_light: Lighting | None = None
+    _geometry: dict[tuple, Geometry] = field(default_factory=dict)
+
+    def _shape(self, actor) -> BoxSet | None:
+        key = (actor.id, actor.blueprint.id, actor.attribute("color"))
+        if key not in self._shapes:
+            self._shapes[key] = _actor_shape(actor)
+        return self._shapes[key]
+
+    def _prepare(self, world) -> None:
+        """Actor boxes and lighting of the world's current tick (rebuilt when the frame changes)."""
+        key = (id(world), world.frame)
+        if key == self._tick_key:
+            return
+        sets = [self.scene.boxes]
+        for actor in world.actors.values():
+            if actor.traffic_light is not None:
+                sets.append(_lamps(self.scene, actor))
+                continue
+            if actor.parent is not None:
+                continue
+            shape = self._shape(actor)
+            if shape is not None:
+                sets.append(shape.placed(actor.transform[:3], rotation_matrix(*actor.transform[3:6])))
+        self._tick_key, self._tick_boxes = key, BoxSet.concat(sets)
+        self._tick_light = lighting(world.weather)
+        self._geometry.clear()
+
+    def geometry(self, world, pose: np.ndarray, intr: Intrinsics) -> Geometry:
+        self._prepare(world)
+        key = (tuple(np.round(pose, 6)), intr)
+        if key not in self._geometry:
+            position = np.asarray(pose[:3], float)
+            self._geometry[key] = render_geometry(self.scene.ground, self._tick_boxes, position,
+                                                  rotation_matrix(*pose[3:6]), intr)
+        return self._geometry[key]
+
+    def color(self, world, sensor_actor, intr: Intrinsics) -> np.ndarray:
+        """(H, W, 3) uint8 BGR image seen by a camera actor."""
+        geo = self.geometry(world, sensor_actor.transform, intr)
+        beams = []
+        parent = sensor_actor.parent
+        if parent is not None and parent.kind == "vehicle":
+            forward = rotation_matrix(*parent.transform[3:6])[:, 0]
+            front = parent.transform[:3] + forward * parent.blueprint.body.extent[0] + (0, 0, 0.7)
+            beams.append((front, forward))
+        return shade(geo, self._tick_light, beams, (world.frame, sensor_actor.id))
+
+
+_RENDERERS: dict[int, tuple[object, Renderer]] = {}  # id(network) -> (network kept alive, renderer)
+
+
+def renderer_for(network, name: str) -> Renderer:
+    """The renderer of a road network, built on first use (a few seconds for a town)."""
+    key = id(network)
+    if key not in _RENDERERS:
+        _RENDERERS.clear()  # one map at a time: a map change frees the previous scene's textures
+        _RENDERERS[key] = (network, Renderer(build_scene(network, name)))
+    return _RENDERERS[key][1]
