@@ -20,6 +20,7 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("server",): ("server", "envs.server.__main__:run"),
     ("bench", "server"): ("bench/server", "envs.server.bench:run"),
     ("bench", "policy"): ("bench/policy", "agent.bench:run"),
+    ("render",): ("render", "envs.render_cli:run"),
 }
 
 
