@@ -17,7 +17,7 @@ float32 ``F.linear``; a fake-quant layer (unpack, float matmul) is by constructi
 
 Agreement with the training graph (`BitLinear` with ``quant="ternary"``): the integer part is exact; the norm
 and the scales are float32 in a different summation order, so an activation that lies within float rounding
-of a .5 boundary can round the other way. `TOLERANCE` bounds the resulting difference; `tests/agent` checks it.
+of a .5 boundary can round the other way. See `TOLERANCE`; `tests/agent/test_runtime.py` checks it.
 There is no pure-PyTorch fallback: on a CPU without AVX2 `load_kernel` raises, and the fake-quant graph (same
 numbers, float speed) is what runs there.
 """
@@ -34,9 +34,12 @@ from torch import nn
 from agent.bitlinear import BitLinear
 from agent.model import DrivingNet
 
-# max |runtime - training graph| relative to max |training graph output|, for a whole network; one flipped
-# activation code moves one output by about one quantization step, 1/127 of the token's range
-TOLERANCE = 2e-2
+# max |runtime - training graph| / max |training graph|, checked per layer and for a trained network's outputs
+# (measured: ~1e-6 per layer, ~3e-5 for the tiny trained test network). An activation that float rounding
+# flips to the neighbouring int8 code moves an output by one quantization step, well below this bound; but
+# an untrained network (random weights) amplifies such flips layer after layer, so there only the per-layer
+# bound holds (the default random-weight net differs by up to ~5% at its outputs).
+TOLERANCE = 1e-3
 
 _KERNEL_SOURCE = r"""
 // slimdrive packed runtime: RMSNorm + int8 activations x 2-bit ternary weights, x86-64 with AVX2.

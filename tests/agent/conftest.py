@@ -1,0 +1,63 @@
+"""Shared fixtures for the agent tests: a tiny configuration and a tiny trained ternary network."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from agent.controllers import ControllerConfig
+from agent.model import DrivingNet, ModelConfig
+
+TINY = ModelConfig(image_height=32, image_width=64, patch_size=8, dim=64, heads=2, encoder_layers=1, fusion_layers=1)
+CONTROLLER = ControllerConfig()
+
+
+def tiny_batch(samples: int = 4, seed: int = 0) -> dict[str, torch.Tensor]:
+    """A few random camera frames with distinct, learnable targets (waypoints, target speed, current speed)."""
+    generator = torch.Generator().manual_seed(seed)
+    cfg = TINY
+    return {
+        "cameras": torch.randint(0, 256, (samples, cfg.cameras, cfg.image_height, cfg.image_width, 3), generator=generator, dtype=torch.uint8),
+        "speed": torch.rand(samples, 1, generator=generator) * 8,
+        "target_point": torch.randn(samples, 2, generator=generator) * 5 + torch.tensor([10.0, 0.0]),
+        "command": torch.randint(1, 7, (samples,), generator=generator),
+        "waypoints": torch.cumsum(torch.rand(samples, cfg.waypoints, 2, generator=generator) * torch.tensor([3.0, 1.0]), dim=1),
+        "target_speed": torch.rand(samples, generator=generator) * 8,
+    }
+
+
+def imitation_loss(net: DrivingNet, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    out = net(batch["cameras"], batch["speed"], batch["target_point"], batch["command"])
+    return (
+        F.l1_loss(out["waypoints"], batch["waypoints"])
+        + F.l1_loss(out["target_speed"], batch["target_speed"])
+        + F.l1_loss(out["speed"], batch["speed"].squeeze(-1))
+    )
+
+
+def overfit(net: DrivingNet, batch: dict[str, torch.Tensor], steps: int, lr: float) -> list[float]:
+    """Adam (0.9, 0.95), as the BitNet recipe; returns the loss of every step."""
+    optimizer = torch.optim.Adam(net.parameters(), lr=lr, betas=(0.9, 0.95))
+    net.train()
+    losses = []
+    for _ in range(steps):
+        loss = imitation_loss(net, batch)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    return losses
+
+
+# peak learning rates: ternary about 5x the float one, as the BitNet b1.58 training tips advise
+LR = {"ternary": 3e-3, "none": 6e-4}
+STEPS = 150
+
+
+@pytest.fixture(scope="session")
+def trained_tiny() -> DrivingNet:
+    """A tiny ternary network overfitted on `tiny_batch()`."""
+    torch.manual_seed(0)
+    net = DrivingNet(TINY)
+    overfit(net, tiny_batch(), STEPS, LR["ternary"])
+    return net.eval()

@@ -1,0 +1,90 @@
+"""The policy contract: training works in both precisions, act() validates and returns a bounded action."""
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from agent.controllers import ControllerConfig, WaypointController
+from agent.export import export_packed
+from agent.model import DrivingNet, ModelConfig
+from agent.policy import DrivingPolicy, ObservationError
+from conftest import CONTROLLER, LR, STEPS, TINY, overfit, tiny_batch
+
+
+@pytest.mark.parametrize("quant", ["ternary", "none"])
+def test_tiny_policy_overfits_a_tiny_batch(quant: str) -> None:
+    torch.manual_seed(0)
+    net = DrivingNet(replace(TINY, quant=quant))
+    losses = overfit(net, tiny_batch(), STEPS, LR[quant])
+    assert min(losses[-10:]) < 0.05 * losses[0]
+
+
+def _obs(height: int = TINY.image_height, width: int = TINY.image_width, **changes: object) -> dict:
+    obs = {
+        "cameras": np.random.default_rng(0).integers(0, 256, (8, height, width, 3), dtype=np.uint8),
+        "speed": np.array([4.0], np.float32),
+        "target_point": np.array([15.0, 2.0], np.float32),
+        "command": 4,
+    }
+    return {**obs, **changes}
+
+
+def test_act_returns_a_bounded_action_and_resizes_larger_cameras() -> None:
+    torch.manual_seed(0)
+    policy = DrivingPolicy(DrivingNet(TINY), CONTROLLER)
+    policy.reset()
+    action = policy.act(_obs(height=96, width=160))  # env images larger than the network's 32x64
+    assert action.dtype == np.float32 and action.shape == (3,)
+    assert -1 <= action[0] <= 1 and 0 <= action[1] <= 1 and 0 <= action[2] <= 1
+
+
+@pytest.mark.parametrize(
+    "changes, field",
+    [
+        ({"speed": np.array([np.nan], np.float32)}, "'speed'"),
+        ({"target_point": np.array([1.0, np.inf], np.float32)}, "'target_point'"),
+        ({"command": 0}, "'command'"),
+        ({"cameras": np.zeros((6, 32, 64, 3), np.uint8)}, "'cameras'"),
+        ({"cameras": np.zeros((8, 32, 64, 3), np.float32)}, "'cameras'"),
+    ],
+)
+def test_bad_observations_are_refused_naming_the_field(changes: dict, field: str) -> None:
+    policy = DrivingPolicy(DrivingNet(TINY), CONTROLLER)
+    with pytest.raises(ObservationError, match=field):
+        policy.act(_obs(**changes))
+
+
+def test_footprint_of_the_packed_policy(tmp_path) -> None:
+    torch.manual_seed(0)
+    net = DrivingNet(TINY)
+    twin = DrivingPolicy(DrivingNet(replace(TINY, quant="none")), CONTROLLER).footprint()
+    packed = DrivingPolicy.from_packed(export_packed(net, tmp_path / "p.safetensors"), CONTROLLER).footprint()
+    assert packed.parameters == twin.parameters
+    assert packed.ternary_macs > 0 and twin.ternary_macs == 0
+    assert packed.ternary_macs + packed.float_macs == twin.float_macs  # same arithmetic, different kinds
+    assert twin.weight_bytes > 5 * packed.weight_bytes  # the tiny net's float embeddings weigh more than the default's
+
+
+def test_controller_steers_towards_the_waypoints_and_brakes_for_a_stop() -> None:
+    controller = WaypointController(ControllerConfig())
+    straight = np.array([[2.0, 0.0], [4.0, 0.0], [6.0, 0.0], [8.0, 0.0]])
+    steer, throttle, brake = controller.control(straight, target_speed=6.0, speed=2.0)
+    assert steer == 0.0 and throttle > 0 and brake == 0
+    controller.reset()
+    right = np.array([[2.0, 1.0], [4.0, 2.5], [6.0, 4.0], [8.0, 6.0]])
+    assert controller.control(right, target_speed=6.0, speed=6.0)[0] > 0  # +y is right, positive steer is right
+    controller.reset()
+    left = right * np.array([1.0, -1.0])
+    assert controller.control(left, target_speed=6.0, speed=6.0)[0] < 0
+    controller.reset()
+    steer, throttle, brake = controller.control(straight, target_speed=0.0, speed=5.0)
+    assert throttle == 0 and brake == 1.0
+
+
+def test_ternary_config_rejects_sizes_the_runtime_cannot_run() -> None:
+    with pytest.raises(ValueError, match="multiples of 32"):
+        ModelConfig(dim=72, heads=2)
+    ModelConfig(dim=72, heads=2, quant="none")  # the float twin has no such constraint
