@@ -119,7 +119,7 @@ def render(cfg, host: str, port: int) -> np.ndarray:
     bev_queue: queue.Queue = queue.Queue()
     bev_cam.listen(bev_queue.put)
     try:
-        world.tick()
+        cameras.warm_up(world)
         frame = world.tick()
         images = cameras.read(frame)
         while True:

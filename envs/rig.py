@@ -3,6 +3,7 @@ the CARLA client API so that the same rig runs on the embedded server and on CAR
 
     rig = load_rig("tesla8", image_size_x=256, image_size_y=128)
     cameras = spawn_rig(world, vehicle, rig)          # listening, one queue per camera
+    cameras.warm_up(world)                            # synchronous mode: until every stream delivers
     frame = world.tick(); images = cameras.read(frame)  # {name: (H, W, 4) uint8 BGRA}, frame-matched
     cameras.destroy()
 """
@@ -120,6 +121,21 @@ class RigSensors:
                 if image.frame > frame:
                     raise TimeoutError(f"camera '{mount.name}' skipped frame {frame} (got {image.frame})")
         return out
+
+    def warm_up(self, world, ticks: int = 20) -> int:
+        """Tick a synchronous world until every camera has delivered a frame; returns that frame.
+
+        A camera's stream is subscribed asynchronously by the client, so the first ticks after spawning may
+        reach the server before the subscription: their images are lost, not late.
+        """
+        for _ in range(ticks):
+            frame = world.tick()
+            try:
+                self.read(frame, timeout=1.0)
+                return frame
+            except TimeoutError:
+                continue
+        raise TimeoutError(f"rig '{self.rig.name}': cameras delivered no complete frame in {ticks} ticks")
 
     def destroy(self) -> None:
         """Stop, then destroy every camera (stop first, or the client may call back into a dead actor)."""

@@ -29,9 +29,9 @@ def _actor_shape(actor) -> BoxSet | None:
     body = actor.blueprint.body
     if actor.kind == "vehicle":
         rgb = shapes.parse_rgb(actor.attribute("color"))
-        return shapes.vehicle(body.extent, actor.attribute("base_type"), body.semantic_tag, rgb, actor.id)
+        return shapes.vehicle(body.extent, actor.attribute("base_type"), body.semantic_tag, rgb, actor.blueprint.id)
     if actor.kind == "walker":
-        return shapes.walker(body.extent, actor.id)
+        return shapes.walker(body.extent, actor.blueprint.id)
     if actor.kind == "prop":
         return shapes.prop(body.extent, actor.blueprint.id.split(".")[-1])
     return None

@@ -4,9 +4,12 @@ Cars are body + glass cabin + wheels + lights, vans and trucks a tall body with 
 band, two-wheelers a frame, wheels and a rider, walkers legs, torso, arms and head. Every shape stays
 inside the blueprint's bounding box in x and y so that what a camera sees matches what collides (the
 acceptance test measures a car's pixel width against its box). Colours come from the `color` attribute;
-walkers' clothes are picked from the actor id so that each person looks the same in every frame.
+people's clothes are picked from the blueprint id (in CARLA each walker blueprint is one person), so the
+same scenario looks the same in every run.
 """
 from __future__ import annotations
+
+import zlib
 
 import numpy as np
 
@@ -120,18 +123,22 @@ def _person(b: BoxBuilder, base_z: float, height: float, shirt, trousers, skin, 
           faces={TOP: (40, 30, 20)})
 
 
-def walker(extent, actor_id: int) -> BoxSet:
-    rng = np.random.default_rng(actor_id)
+def _outfit_rng(blueprint_id: str) -> np.random.Generator:
+    return np.random.default_rng(zlib.crc32(blueprint_id.encode()))
+
+
+def walker(extent, blueprint_id: str) -> BoxSet:
+    rng = _outfit_rng(blueprint_id)
     b = BoxBuilder()
     _person(b, -extent[2], 2 * extent[2], SHIRTS[rng.integers(len(SHIRTS))], TROUSERS[rng.integers(len(TROUSERS))],
             SKIN[rng.integers(len(SKIN))], TAG["pedestrian"])
     return b.build()
 
 
-def two_wheeler(extent, rgb, tag: int, actor_id: int) -> BoxSet:
+def two_wheeler(extent, rgb, tag: int, blueprint_id: str) -> BoxSet:
     """Bicycle or motorbike with its rider (the rider is tagged `rider`, as in CARLA)."""
     ex, ey, _ = extent
-    rng = np.random.default_rng(actor_id)
+    rng = _outfit_rng(blueprint_id)
     radius = 0.34 if tag == TAG["bicycle"] else 0.32
     b = BoxBuilder()
     for x in (ex - radius, -ex + radius):
@@ -162,9 +169,9 @@ def prop(extent, name: str) -> BoxSet:
     return b.build()
 
 
-def vehicle(extent, base_type: str, tag: int, rgb, actor_id: int) -> BoxSet:
+def vehicle(extent, base_type: str, tag: int, rgb, blueprint_id: str) -> BoxSet:
     if tag in (TAG["bicycle"], TAG["motorcycle"]):
-        return two_wheeler(extent, rgb, tag, actor_id)
+        return two_wheeler(extent, rgb, tag, blueprint_id)
     if base_type in ("van", "truck", "bus") or tag in (TAG["truck"], TAG["bus"]):
         return van(extent, rgb, tag)
     return car(extent, rgb)
