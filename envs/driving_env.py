@@ -1,0 +1,305 @@
+"""`DrivingEnv`: closed-loop driving through eight cameras, over the CARLA client API.
+
+Each `step(action)` applies `[steer, throttle, brake]` to the ego, ticks the synchronous world once (20 Hz by
+default), runs the scenario's behaviours, judges the tick with the Leaderboard criteria and returns the
+frame-matched images of every camera of the rig.
+
+Reward, per step: `progress x (route completion gained, in percentage points)` minus, for each new
+infraction, `infraction_scale x (1 - its Leaderboard 2.0 coefficient)`; an infraction that ends the route
+(deviation, blocked, timeout) or a collision costs the full `infraction_scale` when it has no coefficient.
+So an episode's return tracks the Leaderboard's driving score on a 0-100 scale.
+
+`terminated`: a collision, leaving the route by more than 30 m, or reaching the goal. `truncated`: the route
+timeout or being blocked for 180 s. A dead embedded server ends the episode with `info["failure"]` set and is
+restarted by the next `reset()`; a dead remote server raises an error naming its host and port.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import carla
+import cv2
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+from omegaconf import DictConfig, OmegaConf
+
+from scenarios.criteria import PENALTY, EpisodeCriteria
+from scenarios.route import RoadOption, Route, route_from_length
+
+from .birdseye import birdseye_view
+from .budget import validate_action
+from .rig import Rig, RigSensors, load_rig, spawn_rig
+from .server.launch import ServerProcess, launch
+
+DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "conf" / "env" / "default.yaml"
+SPAWN_LIFT_M = 0.3  # spawn slightly above the road, as CARLA's spawn points do
+COLLISION_KINDS = ("collisions_pedestrian", "collisions_vehicle", "collisions_layout")
+
+
+class ServerDied(RuntimeError):
+    pass
+
+
+@dataclass
+class Privileged:
+    """What a privileged expert may read: the live CARLA handles of the current episode."""
+
+    client: carla.Client
+    world: carla.World
+    map: carla.Map
+    ego: carla.Vehicle
+    route: Route
+    criteria: EpisodeCriteria
+
+
+def env_config(cfg: DictConfig | dict | None = None, **overrides: Any) -> DictConfig:
+    """`conf/env/default.yaml` merged with `cfg` and keyword overrides (dotted keys allowed)."""
+    merged = OmegaConf.load(DEFAULT_CONFIG)
+    if cfg is not None:
+        merged = OmegaConf.merge(merged, cfg)
+    dotted = [f"{key}={value if value is not None else 'null'}" for key, value in overrides.items()]
+    return OmegaConf.merge(merged, OmegaConf.from_dotlist(dotted))
+
+
+class DrivingEnv(gym.Env):
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 20}
+
+    def __init__(self, cfg: DictConfig | dict | None = None, render_mode: str | None = "rgb_array", **overrides: Any):
+        self.cfg = env_config(cfg, **overrides)
+        self.render_mode = render_mode
+        self.fixed_delta_seconds = float(self.cfg.fixed_delta_seconds)
+        self.rig: Rig = load_rig(self.cfg.rig, image_size_x=self.cfg.image_size_x, image_size_y=self.cfg.image_size_y)
+        n, h, w = len(self.rig.cameras), self.rig.image_size_y, self.rig.image_size_x
+        self.observation_space = spaces.Dict({
+            "cameras": spaces.Box(0, 255, (n, h, w, 3), np.uint8),
+            "speed": spaces.Box(0.0, 100.0, (1,), np.float32),
+            "target_point": spaces.Box(-200.0, 200.0, (2,), np.float32),
+            "command": spaces.Discrete(8, start=-1),  # RoadOption, VOID=-1 .. CHANGELANERIGHT=6
+        })
+        self.action_space = spaces.Box(np.array([-1.0, 0.0, 0.0], np.float32), np.array([1.0, 1.0, 1.0], np.float32))
+        self._server: ServerProcess | None = None
+        self._client: carla.Client | None = None
+        self._world: carla.World | None = None
+        self._map_name: str | None = None
+        self._ego: carla.Vehicle | None = None
+        self._cameras: RigSensors | None = None
+        self._criteria: EpisodeCriteria | None = None
+        self._scenario = None
+        self._route: Route | None = None
+        self._last_obs: dict | None = None
+        self._last_completion = 0.0
+        self._frame = 0
+
+    # ------------------------------------------------------------------------------------------ server
+    @property
+    def endpoint(self) -> str:
+        if self._server is not None:
+            return f"{self._server.host}:{self._server.port} (embedded, pid {self._server.pid})"
+        return f"{self.cfg.server.host}:{self.cfg.server.port}"
+
+    def _connect(self, map_name: str) -> None:
+        if self._server is not None and not self._server.alive():
+            self._drop_connection()
+        if self._client is None:
+            if self.cfg.server.host is None:
+                self._server = launch(map_name)
+                self._client = carla.Client(self._server.host, self._server.port)
+            else:
+                self._client = carla.Client(self.cfg.server.host, int(self.cfg.server.port))
+            self._client.set_timeout(float(self.cfg.server.timeout_s))
+            self._world = self._call("get_world", self._client.get_world)
+            self._map_name = self._world.get_map().name.split("/")[-1]
+        if map_name != self._map_name:
+            if map_name.endswith(".xodr"):
+                self._world = self._call("generate_opendrive_world",
+                                         lambda: self._client.generate_opendrive_world(Path(map_name).read_text()))
+            else:
+                self._world = self._call("load_world", lambda: self._client.load_world(map_name))
+            self._map_name = map_name
+        settings = self._world.get_settings()
+        settings.synchronous_mode, settings.fixed_delta_seconds = True, self.fixed_delta_seconds
+        self._world.apply_settings(settings)
+
+    def _call(self, what: str, fn):
+        try:
+            return fn()
+        except RuntimeError as exc:
+            raise ServerDied(f"{what} failed on the simulator at {self.endpoint}: {exc}") from exc
+
+    def _drop_connection(self) -> None:
+        """Forget a dead embedded server (stopping it by pid) so that the next reset starts a new one."""
+        if self._server is not None:
+            self._server.stop()
+        self._server = self._client = self._world = self._map_name = None
+        self._ego = self._cameras = self._criteria = self._scenario = None
+
+    # ------------------------------------------------------------------------------------------- reset
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        self._cleanup()
+        self._scenario = (options or {}).get("scenario")
+        map_name = self._scenario.map_name if self._scenario is not None else self.cfg.map
+        self._connect(map_name)
+        world, world_map = self._world, self._world.get_map()
+        world.reset_all_traffic_lights()
+        weather = self._scenario.weather() if self._scenario is not None else None
+        world.set_weather(weather or carla.WeatherParameters.ClearNoon)
+        self._route = self._plan_route(world_map)
+        self._ego = self._spawn_ego(world)
+        self._cameras = spawn_rig(world, self._ego, self.rig)
+        timeout = self._scenario.timeout_s if self._scenario is not None else \
+            10.0 + float(self.cfg.timeout_per_m_s) * self._route.length
+        self._criteria = EpisodeCriteria(world, self._ego, self._route, timeout)
+        if self._scenario is not None:
+            self._scenario.setup(self._client, world, self._ego, self._route)
+        for _ in range(int(self.cfg.warmup_ticks)):
+            self._tick()
+        self._last_completion = self._criteria.route_completion
+        return self._last_obs, self._info([])
+
+    def _plan_route(self, world_map: carla.Map) -> Route:
+        if self._scenario is not None:
+            return self._scenario.plan_route(world_map)
+        points = world_map.get_spawn_points()
+        start = points[int(self.np_random.integers(len(points)))]
+        return route_from_length(world_map, start.location, float(self.cfg.route_length_m),
+                                 seed=int(self.np_random.integers(2**31)))
+
+    def _spawn_ego(self, world: carla.World) -> carla.Vehicle:
+        blueprint_id = self._scenario.ego_blueprint() if self._scenario is not None else self.cfg.ego_blueprint
+        blueprint = world.get_blueprint_library().find(blueprint_id)
+        blueprint.set_attribute("role_name", "hero")
+        start = self._route.start
+        transform = carla.Transform(start.location + carla.Location(z=SPAWN_LIFT_M), start.rotation)
+        ego = world.try_spawn_actor(blueprint, transform)
+        if ego is None:
+            raise RuntimeError(f"the ego's start {start.location} is occupied; choose another route start")
+        return ego
+
+    # -------------------------------------------------------------------------------------------- step
+    def step(self, action):
+        steer, throttle, brake = validate_action(action, "DrivingEnv.step")
+        try:
+            self._ego.apply_control(carla.VehicleControl(throttle=float(throttle), steer=float(steer),
+                                                         brake=float(brake)))
+            new = self._tick()
+        except (RuntimeError, TimeoutError) as exc:
+            return self._failed_step(exc)
+        criteria = self._criteria
+        completion = criteria.route_completion
+        reward = float(self.cfg.reward.progress) * (completion - self._last_completion)
+        reward -= float(self.cfg.reward.infraction_scale) * sum(1.0 - PENALTY.get(i.kind, 0.0) for i in new)
+        self._last_completion = completion
+        collided = any(i.kind in COLLISION_KINDS for i in new)
+        terminated = collided or criteria.done in ("completed", "route deviation")
+        truncated = not terminated and criteria.done in ("route timeout", "agent blocked")
+        if collided:
+            criteria.finish(self._world.get_snapshot(), "collision")
+        return self._last_obs, reward, terminated, truncated, self._info(new)
+
+    def _tick(self) -> list:
+        frame = self._world.tick()
+        snapshot = self._world.get_snapshot()
+        if snapshot.frame != frame:
+            raise RuntimeError(f"world.tick() returned frame {frame} but the snapshot is frame {snapshot.frame}")
+        if self._scenario is not None:
+            self._scenario.tick(self._world, self._ego, snapshot)
+        new = self._criteria.update(snapshot)
+        images = self._cameras.read(frame, timeout=float(self.cfg.sensor_timeout_s))
+        self._frame = frame
+        self._last_obs = self._observation(snapshot, images)
+        return new
+
+    def _failed_step(self, exc: Exception):
+        if self._server is None:
+            raise ServerDied(f"the CARLA server at {self.endpoint} stopped answering ({exc}); "
+                             "check that it is running, then reset") from exc
+        message = f"embedded simulator at {self.endpoint} failed: {exc}"
+        self._drop_connection()
+        info = {"failure": message, "frame": self._frame, "route_completion": 0.0, "infractions": [],
+                "new_infractions": []}
+        return self._last_obs, 0.0, True, False, info
+
+    def _observation(self, snapshot: carla.WorldSnapshot, images: dict[str, np.ndarray]) -> dict:
+        state = snapshot.find(self._ego.id)
+        transform = state.get_transform()
+        s, _ = self._route.project(transform.location, near_s=self._criteria.progress_s)
+        target = self._route.target_point(s, float(self.cfg.target_ahead_m)).location
+        yaw = math.radians(transform.rotation.yaw)
+        dx, dy = target.x - transform.location.x, target.y - transform.location.y
+        ego_frame = (dx * math.cos(yaw) + dy * math.sin(yaw), -dx * math.sin(yaw) + dy * math.cos(yaw))
+        cameras = np.stack([images[name][:, :, 2::-1] for name in self.rig.names])  # BGRA -> RGB
+        return {
+            "cameras": cameras,
+            "speed": np.array([state.get_velocity().length()], np.float32),
+            "target_point": np.clip(np.array(ego_frame, np.float32), -200.0, 200.0),
+            "command": int(self._route.command_at(s)),
+        }
+
+    def _info(self, new: list) -> dict:
+        criteria = self._criteria
+        return {
+            "frame": self._frame,
+            "sim_time": self._frame * self.fixed_delta_seconds,
+            "route_completion": criteria.route_completion,
+            "route_length_m": self._route.length,
+            "infractions": [i.to_dict() for i in criteria.infractions],
+            "new_infractions": [i.to_dict() for i in new],
+            "ego_speed": float(self._last_obs["speed"][0]),
+            "done_reason": criteria.done,
+            "failure": None,
+        }
+
+    # ----------------------------------------------------------------------------------------- render
+    def render(self) -> np.ndarray:
+        """The rig's images in a mosaic (two rows) beside a bird's-eye view of the ego's surroundings."""
+        cameras = self._last_obs["cameras"]
+        n, h, w, _ = cameras.shape
+        cols = math.ceil(n / 2)
+        mosaic = np.zeros((2 * h, cols * w, 3), np.uint8)
+        for i, image in enumerate(cameras):
+            mosaic[(i // cols) * h:(i // cols + 1) * h, (i % cols) * w:(i % cols + 1) * w] = image
+        bev = birdseye_view(self._world, self._ego, size=2 * h, route=self._route)
+        return np.concatenate([mosaic, bev], axis=1)
+
+    @property
+    def privileged(self) -> Privileged:
+        return Privileged(self._client, self._world, self._world.get_map(), self._ego, self._route, self._criteria)
+
+    # ---------------------------------------------------------------------------------------- clean-up
+    def _cleanup(self) -> None:
+        """CARLA's order: stop and destroy sensors, then the scenario's actors, then the ego."""
+        if self._world is None:
+            return
+        try:
+            if self._cameras is not None:
+                self._cameras.destroy()
+            if self._criteria is not None:
+                self._criteria.destroy()
+            if self._scenario is not None:
+                self._scenario.cleanup(self._client)
+            if self._ego is not None and self._ego.is_alive:
+                self._ego.destroy()
+        except RuntimeError:
+            if self._server is None:
+                raise
+            self._drop_connection()  # a dead embedded server: the next reset starts afresh
+        self._cameras = self._criteria = self._ego = None
+
+    def close(self) -> None:
+        try:
+            self._cleanup()
+            if self._world is not None:
+                settings = self._world.get_settings()
+                settings.synchronous_mode, settings.fixed_delta_seconds = False, None
+                self._world.apply_settings(settings)
+        except RuntimeError:
+            pass  # the server is gone already; nothing left to restore
+        finally:
+            if self._server is not None:
+                self._server.stop()
+            self._server = self._client = self._world = None
