@@ -21,6 +21,7 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("bench", "server"): ("bench/server", "envs.server.bench:run"),
     ("bench", "policy"): ("bench/policy", "agent.bench:run"),
     ("render",): ("render", "envs.render_cli:run"),
+    ("bench", "sim"): ("bench/sim", "envs.bench_sim:run"),
 }
 
 

@@ -22,6 +22,7 @@ NEAR = 0.05  # m
 FAR = 1000.0  # m: CARLA's depth camera range; the sky reads as FAR
 DRAW_DISTANCE = 250.0  # m: boxes farther than this (nearest point) are not drawn
 SUBPIXEL_BITS = 4
+MIN_PIXELS = 0.75  # projected radius below which a box is not drawn
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,9 @@ def _cull(boxes: BoxSet, position: np.ndarray, rotation: np.ndarray, intr: Intri
     radius = boxes.radius()
     dist = np.linalg.norm(rel, axis=1)
     keep = dist - radius < DRAW_DISTANCE
+    # Boxes whose bounding sphere spans less than MIN_PIXELS are skipped: they would not cover a pixel centre
+    # reliably and cost as much Python as a building.
+    keep &= intr.focal * radius > MIN_PIXELS * np.maximum(dist - radius, NEAR)
     local = rel @ rotation  # (forward, right, up)
     half_w = np.arctan(intr.width / (2.0 * intr.focal))
     half_h = np.arctan(intr.height / (2.0 * intr.focal))
@@ -155,17 +159,18 @@ def render_geometry(ground: Ground, boxes: BoxSet, position: np.ndarray, rotatio
     on_screen = ~clipped & (pts[..., 0].max(1) >= 0) & (pts[..., 0].min(1) < intr.width * scale) \
         & (pts[..., 1].max(1) >= 0) & (pts[..., 1].min(1) < intr.height * scale)
     pts_int = np.clip(np.nan_to_num(pts), -limit, limit).astype(np.int32)
-    for k in order:
-        if clipped[k]:
-            poly = _clip_near(quads[k])
-            if len(poly) < 3:
-                continue
+    polygons = dict(zip(np.flatnonzero(on_screen).tolist(), pts_int[on_screen]))
+    for k in np.flatnonzero(clipped).tolist():  # few faces cross the near plane: clip them one by one
+        poly = _clip_near(quads[k])
+        if len(poly) >= 3:
             proj = np.stack([(cx + f * poly[:, 1] / poly[:, 0] - 0.5) * scale,
                              (cy - f * poly[:, 2] / poly[:, 0] - 0.5) * scale], axis=-1)
-            cv2.fillConvexPoly(ids, np.clip(proj, -limit, limit).astype(np.int32), int(k), cv2.LINE_8,
-                               SUBPIXEL_BITS)
-        elif on_screen[k]:
-            cv2.fillConvexPoly(ids, pts_int[k], int(k), cv2.LINE_8, SUBPIXEL_BITS)
+            polygons[k] = np.clip(proj, -limit, limit).astype(np.int32)
+    fill = cv2.fillConvexPoly
+    for k in order.tolist():
+        poly = polygons.get(k)
+        if poly is not None:
+            fill(ids, poly, k, cv2.LINE_8, SUBPIXEL_BITS)
 
     hit = ids >= 0
     if hit.any():

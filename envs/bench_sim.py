@@ -1,0 +1,132 @@
+"""`slimdrive bench sim`: steps per second of a synchronous loop through the stock client with a camera rig.
+
+Three measurements of the same scene (ego with the rig, `vehicles` driving and `walkers` walking nearby):
+  physics    in-process `World.tick` without cameras (dynamics, collisions, lights, episode state)
+  render     in-process `World.tick` with the rig, minus physics (rendering and encoding the images)
+  transport  the client loop (tick + wait for all images) minus the in-process tick with the rig
+             (RPC, streaming sockets, the client's decoding and queues)
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+
+from envs.rig import Rig, rig_from_config, spawn_rig
+from envs.server.launch import launch
+
+DT = 0.05
+
+
+def _layout(network, vehicles: int, walkers: int, seed: int) -> tuple[list, list, list]:
+    """Ego pose, vehicle poses and walker poses (x, y, yaw): the spawn points nearest the ego first."""
+    points = network.spawn_points()
+    ego = points[len(points) // 2]
+    rng = np.random.default_rng(seed)
+    near = sorted(points, key=lambda p: math.hypot(p.x - ego.x, p.y - ego.y))[1:]
+    cars = [(p.x, p.y, p.yaw) for p in near[:vehicles]]
+    people = []
+    for p in near[: walkers]:
+        right = math.radians(p.yaw + 90.0)
+        people.append((p.x + 6.5 * math.cos(right), p.y + 6.5 * math.sin(right), float(rng.uniform(-180, 180))))
+    return [(ego.x, ego.y, ego.yaw)], cars, people
+
+
+def _in_process(network, map_name: str, xodr: str, rig: Rig | None, layout, steps: int, warmup: int) -> float:
+    """Seconds per `World.tick` of the scene, optionally with the rig's RGB cameras."""
+    from envs.server.protocol import Transform, VehicleControl, WalkerControl
+    from envs.server.world import World
+
+    world = World(network, map_name, xodr)
+    (ego,), cars, people = layout
+    ego_actor = world.spawn("vehicle.tesla.model3", [], Transform(ego[0], ego[1], 0.3, 0.0, ego[2], 0.0))
+    for x, y, yaw in cars:
+        actor = world.spawn("vehicle.audi.a2", [], Transform(x, y, 0.3, 0.0, yaw, 0.0))
+        world.apply_vehicle_control(actor, VehicleControl(throttle=0.4))
+    for x, y, yaw in people:
+        actor = world.spawn("walker.pedestrian.0002", [], Transform(x, y, 1.0, 0.0, yaw, 0.0))
+        heading = math.radians(yaw)
+        world.apply_walker_control(actor, WalkerControl(np.array([math.cos(heading), math.sin(heading), 0.0]), 1.3))
+    for mount in rig.cameras if rig else ():
+        attrs = [["image_size_x", 2, str(rig.image_size_x)], ["image_size_y", 2, str(rig.image_size_y)],
+                 ["fov", 3, str(mount.fov)]]
+        world.spawn("sensor.camera.rgb", attrs,
+                    Transform(mount.x, mount.y, mount.z, mount.pitch, mount.yaw, mount.roll), ego_actor.id)
+    for _ in range(warmup):
+        world.tick(DT)
+    start = time.perf_counter()
+    for _ in range(steps):
+        world.tick(DT)
+    return (time.perf_counter() - start) / steps
+
+
+def _through_client(host: str, port: int, rig: Rig, layout, steps: int, warmup: int) -> float:
+    """Seconds per synchronous step (tick + every camera image of that frame) through the stock client."""
+    import carla
+
+    client = carla.Client(host, port)
+    client.set_timeout(30.0)
+    world = client.get_world()
+    settings = world.get_settings()
+    settings.synchronous_mode, settings.fixed_delta_seconds = True, DT
+    world.apply_settings(settings)
+    library = world.get_blueprint_library()
+    (ego,), cars, people = layout
+    pose = lambda x, y, yaw, z=0.3: carla.Transform(carla.Location(x, y, z), carla.Rotation(yaw=yaw))  # noqa: E731
+    ego_actor = world.spawn_actor(library.find("vehicle.tesla.model3"), pose(*ego))
+    batch = [carla.command.SpawnActor(library.find("vehicle.audi.a2"), pose(*c)) for c in cars]
+    batch += [carla.command.SpawnActor(library.find("walker.pedestrian.0002"), pose(*p, z=1.0)) for p in people]
+    spawned = [r.actor_id for r in client.apply_batch_sync(batch, False) if not r.error]
+    for actor in world.get_actors(spawned):
+        if actor.type_id.startswith("vehicle"):
+            actor.apply_control(carla.VehicleControl(throttle=0.4))
+        else:
+            actor.apply_control(carla.WalkerControl(actor.get_transform().get_forward_vector(), 1.3))
+    cameras = spawn_rig(world, ego_actor, rig)
+    try:
+        cameras.warm_up(world)
+        for _ in range(warmup):
+            cameras.read(world.tick())
+        start = time.perf_counter()
+        for _ in range(steps):
+            cameras.read(world.tick())
+        return (time.perf_counter() - start) / steps
+    finally:
+        cameras.destroy()
+        settings.synchronous_mode, settings.fixed_delta_seconds = False, None
+        world.apply_settings(settings)
+
+
+def run(cfg) -> int:
+    """`slimdrive bench sim [steps=..] [vehicles=..] [walkers=..] [rig=..] [rig.image_size_x=..]`."""
+    from envs.maps import load_network, load_xodr_text
+
+    rig = rig_from_config(cfg.rig, "conf/rig")
+    network, xodr = load_network(cfg.map), load_xodr_text(cfg.map)
+    layout = _layout(network, int(cfg.vehicles), int(cfg.walkers), int(cfg.seed))
+    steps, warmup = int(cfg.steps), int(cfg.warmup)
+    physics = _in_process(network, cfg.map, xodr, None, layout, steps, warmup)
+    with_rig = _in_process(network, cfg.map, xodr, rig, layout, steps, warmup)
+    with launch(str(cfg.map)) as server:
+        loop = _through_client(server.host, server.port, rig, layout, steps, warmup)
+    cams = len(rig.cameras)
+    figures = {
+        "map": cfg.map, "rig": rig.name, "cameras": cams, "image": f"{rig.image_size_x}x{rig.image_size_y}",
+        "moving_actors": len(layout[1]) + len(layout[2]), "steps": steps,
+        "steps_per_s": 1.0 / loop, "camera_frames_per_s": cams / loop,
+        "ms_per_step": {"total": 1e3 * loop, "physics": 1e3 * physics, "render": 1e3 * (with_rig - physics),
+                        "transport": 1e3 * max(loop - with_rig, 0.0)},
+    }
+    parts = figures["ms_per_step"]
+    print(f"bench sim: {cfg.map}, rig {rig.name} ({cams} x {figures['image']} RGB), "
+          f"{figures['moving_actors']} moving actors, {steps} steps")
+    print(f"  {figures['steps_per_s']:.1f} steps/s through the stock client "
+          f"({figures['camera_frames_per_s']:.0f} camera frames/s)")
+    print("  ms/step: " + ", ".join(f"{k} {v:.2f}" for k, v in parts.items()))
+    if cfg.out:
+        Path(str(cfg.out)).write_text(json.dumps(figures, indent=2))
+        print(f"wrote {Path(str(cfg.out)).resolve()}")
+    return 0
