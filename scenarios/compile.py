@@ -1,0 +1,310 @@
+"""Scenario files -> validated `Scenario` models -> `CompiledScenario` for one seed on one map.
+
+    spec = load_scenario("scenarios/library/jaywalker_parked_van.yaml")   # schema + cross-field checks
+    compiled = compile_scenario(spec, seed=3, world_map=world.get_map())   # draws + route + placements
+
+`parameters:` declares named numbers (fixed or distributions) that other fields use as "$name"; a suite may
+override them (`load_scenario(path, parameters={...})`). One draw per parameter and seed is shared by all
+its uses. Every problem raises one `ScenarioError` naming the file, line, field and fix.
+"""
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, get_args
+
+import carla
+from pydantic import BaseModel, ValidationError
+
+from envs.maps import available_maps, load_xodr_text
+
+from . import schema as S
+from .distributions import parse_distribution, rng_for, sample_tree
+from .errors import ScenarioError
+from .placement import PlacementError, place_absolute, place_on_route
+from .route import Route, RouteError, plan_route, route_from_length, route_through
+from .source import Path_, Source, dotted, load_source
+
+DEFAULT_TIMEOUT_S = 10.0  # plus DEFAULT_TIMEOUT_PER_M per metre of route when a file sets no timeout
+DEFAULT_TIMEOUT_PER_M = 0.5
+
+
+@dataclass
+class ScenarioSpec:
+    """A validated file: the model (distributions still in it) and its source for error lines."""
+
+    scenario: S.Scenario
+    source: Source
+    parameters: dict[str, Any]  # the parameter values in use (file's, with the suite's overrides)
+
+    @property
+    def file(self) -> Path:
+        return self.source.file
+
+
+@dataclass
+class CompiledActor:
+    id: str
+    blueprint: str
+    kind: str  # vehicle | walker | prop
+    transform: carla.Transform
+    route_s: float  # the actor's place projected on the ego route (m)
+    steps: list[S.Step]
+    cross_direction: tuple[float, float] | None = None  # unit (x, y) towards the route, for walkers
+    cross_distance: float = 0.0  # metres to the mirror point across the route
+
+
+@dataclass
+class CompiledScenario:
+    """One seed's draw of a scenario, with its route and actor poses resolved on the map."""
+
+    name: str
+    file: Path
+    seed: int
+    map_name: str  # what DrivingEnv loads: a shipped name, an .xodr path, or a CARLA town
+    weather: carla.WeatherParameters
+    weather_name: str
+    route: Route
+    ego_blueprint: str
+    speed_limit_kmh: float
+    timeout_s: float
+    ego_lights: str
+    actors: list[CompiledActor] = field(default_factory=list)
+    parameters: dict[str, float] = field(default_factory=dict)
+
+
+# ------------------------------------------------------------------------------------------- validation
+def _fix_for(error: dict, model_fields: list[str] | None) -> tuple[str, str]:
+    """(problem, fix) for one pydantic error."""
+    kind, message = error["type"], error["msg"].removeprefix("Value error, ")
+    key = error["loc"][-1] if error["loc"] else ""
+    if kind == "extra_forbidden":
+        known = ", ".join(model_fields or [])
+        return f"unknown key '{key}'", f"remove it or use one of: {known}"
+    if kind == "missing":
+        return f"required key '{key}' is missing", f"add `{key}: ...` (see scenarios/library/ for examples)"
+    if kind == "literal_error":
+        return f"{error['input']!r} is not allowed", message.replace("Input should be", "use")
+    if "; fix: " in message:
+        problem, fix = message.split("; fix: ", 1)
+        return problem, fix
+    return message, "write the value in the form docs/scenarios.md gives for this field"
+
+
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [m for arg in get_args(annotation) for m in _models_in(arg)]
+
+
+def _fields_at(loc: tuple, data: Any, names_key: bool) -> tuple[Path_, list[str] | None]:
+    """The file path of a pydantic `loc` (union tags dropped) and the keys allowed where its last key sits."""
+    path: list = []
+    models: list[type[BaseModel]] = [S.Scenario]
+    node = data
+    for k, part in enumerate(loc):
+        last = k == len(loc) - 1
+        if isinstance(part, int):
+            path.append(part)
+            node = node[part] if isinstance(node, list) and part < len(node) else None
+        elif isinstance(node, dict) and part in node and not last:
+            path.append(part)
+            models = [a for m in models if part in m.model_fields for a in _models_in(m.model_fields[part].annotation)]
+            node = node[part]
+        elif last and (names_key or (isinstance(node, dict) and part in node)):
+            path.append(part)  # the key that is missing, unknown or wrong
+        else:  # a union member's tag ("route", "fields", ...), not a key of the file
+            models = [m for m in models if m.__name__.lower().startswith(part.lower())] or models
+    allowed = sorted({f for m in models for f in m.model_fields}) if models else None
+    return tuple(path), allowed
+
+
+def _validation_error(exc: ValidationError, source: Source) -> ScenarioError:
+    error = exc.errors()[0]
+    path, allowed = _fields_at(tuple(error["loc"]), source.data, error["type"] in ("missing", "extra_forbidden"))
+    problem, fix = _fix_for(error, allowed)
+    return source.error(path, problem, fix)
+
+
+def _substitute(data: Any, values: dict[str, Any], source: Source, path: Path_ = ()) -> Any:
+    """Replace "$name" strings with the parameter's value (a number, or the distribution when validating)."""
+    if isinstance(data, str) and data.startswith("$"):
+        if data[1:] not in values:
+            raise source.error(path, f"unknown parameter '{data}'",
+                               f"declare it under `parameters:` or use one of {sorted(values) or 'none declared'}")
+        return values[data[1:]]
+    if isinstance(data, dict):
+        return {k: _substitute(v, values, source, path + (k,)) for k, v in data.items()}
+    if isinstance(data, list):
+        return [_substitute(v, values, source, path + (i,)) for i, v in enumerate(data)]
+    return data
+
+
+def _parameters(source: Source, overrides: dict[str, Any] | None) -> dict[str, Any]:
+    declared = source.data.get("parameters", {}) if isinstance(source.data, dict) else {}
+    if not isinstance(declared, dict):
+        raise source.error(("parameters",), "parameters must be a mapping", "write `parameters: {name: value}`")
+    values = dict(declared)
+    for name, value in (overrides or {}).items():
+        if name not in declared:
+            raise ScenarioError(source.file, source.line(("parameters",)), f"parameters.{name}",
+                                f"the suite overrides '{name}', which this file does not declare",
+                                f"declare it or override one of {sorted(declared)}")
+        values[name] = value
+    for name, value in values.items():
+        if isinstance(value, dict):
+            try:
+                parse_distribution(value)
+            except ValueError as exc:
+                problem, _, fix = str(exc).partition("; fix: ")
+                raise source.error(("parameters", name), problem, fix or "write a number or a distribution") from exc
+        elif not isinstance(value, (int, float)) or isinstance(value, bool):
+            raise source.error(("parameters", name), f"parameter '{name}' is {value!r}, not a number",
+                               "write a number or a distribution")
+    return values
+
+
+def _check_semantics(scenario: S.Scenario, source: Source) -> None:
+    """Rules across fields: unique ids, primitives that suit the actor, events that exist, a loadable map."""
+    problem = S.map_problem(scenario.map, source.file.parent)
+    if problem:
+        raise source.error(("map",), problem, f"use one of {', '.join(available_maps())} or an existing .xodr path")
+    seen: set[str] = set()
+    steps = {(a.id, s.name) for a in scenario.actors for s in a.behaviour if s.name}
+    for i, actor in enumerate(scenario.actors):
+        if actor.id in seen:
+            raise source.error(("actors", i, "id"), f"actor id '{actor.id}' is used twice", "give each actor its own id")
+        seen.add(actor.id)
+        blueprints = actor.blueprint.options if isinstance(actor.blueprint, S.Choice) else (actor.blueprint,)
+        kinds = {S.blueprint_kind(b) for b in blueprints}
+        if len(kinds) > 1:
+            raise source.error(("actors", i, "blueprint"), f"the choice mixes {sorted(kinds)}",
+                               "choose among blueprints of one kind (all vehicles or all walkers)")
+        kind = kinds.pop()
+        allowed = {"walker": S.WALKER_PRIMITIVES, "vehicle": S.VEHICLE_PRIMITIVES, "prop": ()}[kind]
+        for j, step in enumerate(actor.behaviour):
+            if step.primitive not in allowed:
+                raise source.error(("actors", i, "behaviour", j, step.primitive),
+                                   f"a {kind} cannot '{step.primitive}'",
+                                   f"use one of {', '.join(allowed)}" if allowed else "props take no behaviour; remove it")
+            for key in ("wait", "until"):
+                trigger = getattr(step, key)
+                if trigger is not None and trigger.event is not None:
+                    actor_id, step_name, _ = trigger.event.split(".")
+                    if (actor_id, step_name) not in steps:
+                        raise source.error(("actors", i, "behaviour", j, key, "event"),
+                                           f"no actor '{actor_id}' has a step named '{step_name}'",
+                                           "name the step (`name: ...`) or fix the event's actor and step")
+
+
+def load_scenario(file: str | Path, parameters: dict[str, Any] | None = None) -> ScenarioSpec:
+    """Parse and validate a scenario file (no map needed); raises one ScenarioError."""
+    source = load_source(file)
+    if not isinstance(source.data, dict):
+        raise source.error((), "a scenario file is a mapping of keys", "start with `name:`, `map:`, `ego:`")
+    values = _parameters(source, parameters)
+    data = _substitute({k: v for k, v in source.data.items() if k != "parameters"}, values, source)
+    try:
+        scenario = S.Scenario.model_validate(data)
+    except ValidationError as exc:
+        raise _validation_error(exc, source) from None
+    _check_semantics(scenario, source)
+    return ScenarioSpec(scenario, source, values)
+
+
+# -------------------------------------------------------------------------------------------- compiling
+@functools.lru_cache(maxsize=8)
+def offline_map(map_name: str, base: str = ".") -> carla.Map | None:
+    """The client's own `carla.Map` parsed from a shipped or .xodr map (None for a CARLA town: needs a server)."""
+    if S.CARLA_TOWN.match(map_name):
+        return None
+    path = Path(base) / map_name if map_name.endswith(".xodr") and (Path(base) / map_name).is_file() else map_name
+    return carla.Map(Path(str(path)).stem, load_xodr_text(str(path)))
+
+
+def _weather(value: Any) -> tuple[carla.WeatherParameters, str]:
+    if isinstance(value, str):
+        if value in S.EXTRA_WEATHER:
+            weather = carla.WeatherParameters.ClearNoon
+            for name, v in S.EXTRA_WEATHER[value].items():
+                setattr(weather, name, v)
+            return weather, value
+        return getattr(carla.WeatherParameters, value), value
+    weather = carla.WeatherParameters.ClearNoon
+    for name in S.WEATHER_FIELDS:
+        if getattr(value, name) is not None:
+            setattr(weather, name, float(getattr(value, name)))
+    return weather, "custom"
+
+
+def _location(loc: S.Location) -> carla.Location:
+    return carla.Location(x=float(loc.x), y=float(loc.y), z=float(loc.z))
+
+
+def _route(spec: S.RouteSpec, world_map: carla.Map, seed: int) -> Route:
+    if spec.waypoints is not None:
+        return route_through(world_map, [_location(w) for w in spec.waypoints])
+    if spec.goal is not None:
+        return plan_route(world_map, _location(spec.start), _location(spec.goal))
+    return route_from_length(world_map, _location(spec.start), float(spec.length), list(spec.turns or []), seed=seed)
+
+
+def draw(spec: ScenarioSpec, seed: int) -> tuple[S.Scenario, dict[str, float]]:
+    """The scenario with every distribution drawn for `seed` (no map needed), and the parameter values."""
+    values = {name: (parse_distribution(v).sample(rng_for(seed, ("parameters", name))) if isinstance(v, dict)
+                     else float(v)) for name, v in spec.parameters.items()}
+    data = _substitute({k: v for k, v in spec.source.data.items() if k != "parameters"}, values, spec.source)
+    return sample_tree(S.Scenario.model_validate(data), seed), values
+
+
+def map_path(spec: ScenarioSpec) -> str:
+    """The map as DrivingEnv loads it: a shipped name, a CARLA town, or an .xodr path beside the file."""
+    name = spec.scenario.map
+    if name.endswith(".xodr") and (spec.file.parent / name).is_file():
+        return str(spec.file.parent / name)
+    return name
+
+
+def weather_of(scenario: S.Scenario) -> tuple[carla.WeatherParameters, str]:
+    """The drawn scenario's weather and its preset name ("custom" for fields)."""
+    return _weather(scenario.weather)
+
+
+def compile_scenario(spec: ScenarioSpec, seed: int, world_map: carla.Map) -> CompiledScenario:
+    """Draw every distribution for `seed`, plan the route and place the actors on `world_map`."""
+    source, seed = spec.source, int(seed)
+    scenario, values = draw(spec, seed)
+    try:
+        route = _route(scenario.ego.route, world_map, seed)
+    except RouteError as exc:
+        raise source.error(("ego", "route"), f"no route on map '{scenario.map}': {exc}",
+                           "move the start/goal onto a driving lane (see docs/maps.md for coordinates)") from exc
+    actors = []
+    for i, actor in enumerate(scenario.actors):
+        kind = S.blueprint_kind(actor.blueprint)
+        try:
+            if isinstance(actor.place, S.RoutePlacement):
+                placed = place_on_route(world_map, route, actor.place, kind)
+            else:
+                placed = place_absolute(world_map, route, actor.place, kind)
+        except PlacementError as exc:
+            raise source.error(("actors", i, "place") + exc.field, exc.problem, exc.fix) from exc
+        actors.append(CompiledActor(actor.id, actor.blueprint, kind, placed.transform, placed.route_s,
+                                    list(actor.behaviour), placed.cross_direction, placed.cross_distance))
+    weather, weather_name = _weather(scenario.weather)
+    timeout = scenario.criteria.timeout_s or DEFAULT_TIMEOUT_S + DEFAULT_TIMEOUT_PER_M * route.length
+    return CompiledScenario(scenario.name, source.file, seed, map_path(spec), weather, weather_name, route,
+                            scenario.ego.blueprint, float(scenario.ego.speed_limit), float(timeout),
+                            scenario.ego_lights, actors, values)
+
+
+def validate_file(file: str | Path, seeds: tuple[int, ...] = (0,)) -> list[CompiledScenario]:
+    """Schema checks, then compile on the file's map for each seed (map checks are skipped for CARLA towns)."""
+    spec = load_scenario(file)
+    world_map = offline_map(spec.scenario.map, str(spec.file.parent))
+    return [] if world_map is None else [compile_scenario(spec, seed, world_map) for seed in seeds]
+
+
+__all__ = ["ScenarioSpec", "CompiledScenario", "CompiledActor", "load_scenario", "compile_scenario", "draw",
+           "map_path", "weather_of", "validate_file", "offline_map", "dotted"]

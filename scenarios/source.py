@@ -1,0 +1,89 @@
+"""Load a YAML file into plain data while remembering the line of every key and list item.
+
+PyYAML's composer gives nodes with start marks; we build the data from those nodes ourselves so that each
+value's path (e.g. `("actors", 2, "place", "s")`) maps to its 1-based line. Errors name the innermost path
+that exists in the file.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import ScenarioError
+
+Path_ = tuple[str | int, ...]
+
+
+@dataclass
+class Source:
+    """A parsed file: its data and the line of every path in it."""
+
+    file: Path
+    data: Any
+    lines: dict[Path_, int] = field(default_factory=dict)
+
+    def line(self, path: Path_) -> int | None:
+        """The line of `path`, or of its longest prefix present in the file."""
+        for end in range(len(path), -1, -1):
+            if path[:end] in self.lines:
+                return self.lines[path[:end]]
+        return None
+
+    def error(self, path: Path_, problem: str, fix: str) -> ScenarioError:
+        return ScenarioError(self.file, self.line(path), dotted(path), problem, fix)
+
+
+def dotted(path: Path_) -> str:
+    """`("actors", 2, "place", "s")` -> `actors[2].place.s`."""
+    text = ""
+    for part in path:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+def _build(node: yaml.Node, path: Path_, lines: dict[Path_, int], file: Path) -> Any:
+    lines[path] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        out: dict[str, Any] = {}
+        for key_node, value_node in node.value:
+            key = _scalar(key_node)
+            if not isinstance(key, str):
+                raise ScenarioError(file, key_node.start_mark.line + 1, dotted(path), f"key {key!r} is not a name",
+                                    "write keys as plain words")
+            if key in out:
+                raise ScenarioError(file, key_node.start_mark.line + 1, dotted(path + (key,)),
+                                    f"key '{key}' is given twice", "keep one of the two entries")
+            out[key] = _build(value_node, path + (key,), lines, file)
+            lines[path + (key,)] = key_node.start_mark.line + 1
+        return out
+    if isinstance(node, yaml.SequenceNode):
+        return [_build(item, path + (i,), lines, file) for i, item in enumerate(node.value)]
+    return _scalar(node)
+
+
+def _scalar(node: yaml.Node) -> Any:
+    """Let PyYAML's safe constructor type a node (int, float, bool, null, str)."""
+    return yaml.safe_load(yaml.serialize(node))
+
+
+def load_source(file: str | Path) -> Source:
+    """Parse a YAML file; a syntax error becomes a ScenarioError at its line."""
+    file = Path(file)
+    try:
+        text = file.read_text()
+    except OSError as exc:
+        raise ScenarioError(file, None, "", f"cannot read the file ({exc.strerror})", "check the path") from exc
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ScenarioError(file, mark.line + 1 if mark else None, "", f"YAML syntax error: {problem}",
+                            "fix the indentation or quoting on that line (a key needs `key: value`)") from exc
+    if root is None:
+        raise ScenarioError(file, 1, "", "the file is empty", "write a scenario (see scenarios/library/)")
+    lines: dict[Path_, int] = {}
+    return Source(file, _build(root, (), lines, file), lines)
