@@ -92,7 +92,8 @@ class DrivingEnv(gym.Env):
         self._route: Route | None = None
         self._last_obs: dict | None = None
         self._last_completion = 0.0
-        self._frame = 0
+        self.frame = 0  # the world frame of the latest observation
+        self._steps = 0  # ticks since reset
 
     # ------------------------------------------------------------------------------------------ server
     @property
@@ -154,8 +155,13 @@ class DrivingEnv(gym.Env):
         timeout = self._scenario.timeout_s if self._scenario is not None else \
             10.0 + float(self.cfg.timeout_per_m_s) * self._route.length
         self._criteria = EpisodeCriteria(world, self._ego, self._route, timeout)
+        # The client subscribes to new sensors asynchronously: tick the lone ego until every camera streams,
+        # then restart the lights, so that the episode proper starts from the same state whatever it took.
+        self._cameras.warm_up(world)
+        world.reset_all_traffic_lights()
         if self._scenario is not None:
             self._scenario.setup(self._client, world, self._ego, self._route)
+        self._steps = 0
         for _ in range(int(self.cfg.warmup_ticks)):
             self._tick()
         self._last_completion = self._criteria.route_completion
@@ -210,7 +216,8 @@ class DrivingEnv(gym.Env):
             self._scenario.tick(self._world, self._ego, snapshot)
         new = self._criteria.update(snapshot)
         images = self._cameras.read(frame, timeout=float(self.cfg.sensor_timeout_s))
-        self._frame = frame
+        self.frame = frame
+        self._steps += 1
         self._last_obs = self._observation(snapshot, images)
         return new
 
@@ -220,7 +227,7 @@ class DrivingEnv(gym.Env):
                              "check that it is running, then reset") from exc
         message = f"embedded simulator at {self.endpoint} failed: {exc}"
         self._drop_connection()
-        info = {"failure": message, "frame": self._frame, "route_completion": 0.0, "infractions": [],
+        info = {"failure": message, "step": self._steps, "route_completion": 0.0, "infractions": [],
                 "new_infractions": []}
         return self._last_obs, 0.0, True, False, info
 
@@ -243,8 +250,8 @@ class DrivingEnv(gym.Env):
     def _info(self, new: list) -> dict:
         criteria = self._criteria
         return {
-            "frame": self._frame,
-            "sim_time": self._frame * self.fixed_delta_seconds,
+            "step": self._steps,  # the world frame, which keeps counting across episodes, is `env.frame`
+            "sim_time": self._steps * self.fixed_delta_seconds,
             "route_completion": criteria.route_completion,
             "route_length_m": self._route.length,
             "infractions": [i.to_dict() for i in criteria.infractions],

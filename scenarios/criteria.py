@@ -46,8 +46,8 @@ ENDS_ROUTE = {"route_dev": "route deviation", "route_timeout": "route timeout", 
 @dataclass
 class Infraction:
     kind: str  # one of KINDS: the Leaderboard's statistics keys
-    frame: int
-    sim_time: float
+    step: int  # ticks since the route started
+    sim_time: float  # seconds since the route started
     location: tuple[float, float, float]
     detail: dict = field(default_factory=dict)
 
@@ -67,6 +67,7 @@ class EpisodeCriteria:
         self.distance_driven = 0.0
         self.outside_distance = 0.0
         self._start_time: float | None = None
+        self._start_frame: int | None = None
         self._last_location: carla.Location | None = None
         self._stopped_since: float | None = None
         self._collisions: queue.Queue = queue.Queue()
@@ -101,7 +102,8 @@ class EpisodeCriteria:
         if kind not in KINDS:
             raise ValueError(f"unknown infraction kind {kind!r}; expected one of {', '.join(KINDS)}")
         location = self.ego.get_location()
-        infraction = Infraction(kind, snapshot.frame, snapshot.timestamp.elapsed_seconds - (self._start_time or 0.0),
+        elapsed = snapshot.timestamp.elapsed_seconds - (self._start_time or 0.0)
+        infraction = Infraction(kind, snapshot.frame - (self._start_frame or 0), elapsed,
                                 (location.x, location.y, location.z), detail or {})
         self.infractions.append(infraction)
         if kind in ENDS_ROUTE and self.done is None:
@@ -114,7 +116,7 @@ class EpisodeCriteria:
         before = len(self.infractions)
         now = snapshot.timestamp.elapsed_seconds
         if self._start_time is None:
-            self._start_time = now
+            self._start_time, self._start_frame = now, snapshot.frame
         ego_state = snapshot.find(self.ego.id)
         location = ego_state.get_transform().location
         speed = ego_state.get_velocity().length()

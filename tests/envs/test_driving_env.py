@@ -1,0 +1,174 @@
+"""DrivingEnv through a real embedded simulator: Gymnasium contract, determinism, frame matching, faults."""
+from __future__ import annotations
+
+import os
+import queue
+import signal
+
+import carla
+import gymnasium as gym
+import numpy as np
+import psutil
+import pytest
+from gymnasium.utils.env_checker import check_env
+
+import envs  # noqa: F401  (registers slimdrive/Drive-v0)
+from envs.budget import BudgetConfig, ComputeBudgetWrapper
+from envs.driving_env import DrivingEnv
+
+SMALL = dict(rig="front1", image_size_x=64, image_size_y=32)
+
+
+@pytest.fixture
+def env():
+    environment = DrivingEnv(**SMALL)
+    yield environment
+    environment.close()
+
+
+def test_check_env_passes_with_the_eight_camera_rig():
+    environment = gym.make("slimdrive/Drive-v0", image_size_x=64, image_size_y=32)
+    try:
+        check_env(environment.unwrapped, skip_render_check=False)
+        obs, _ = environment.reset(seed=1)
+        assert obs["cameras"].shape == (8, 32, 64, 3) and obs["cameras"].dtype == np.uint8
+    finally:
+        environment.close()
+
+
+def _drive(environment, seed: int, steps: int = 30):
+    obs, _ = environment.reset(seed=seed)
+    observations, positions = [obs], []
+    for _ in range(steps):
+        obs, _, terminated, truncated, info = environment.step(np.array([0.05, 0.6, 0.0], np.float32))
+        observations.append(obs)
+        location = environment.privileged.ego.get_location()
+        positions.append((location.x, location.y, info["step"]))
+        if terminated or truncated:
+            break
+    return observations, positions
+
+
+def test_same_seed_gives_identical_observations_and_trajectory(env):
+    first_obs, first_path = _drive(env, seed=11)
+    second_obs, second_path = _drive(env, seed=11)
+    assert first_path == second_path
+    for a, b in zip(first_obs, second_obs):
+        assert np.array_equal(a["cameras"], b["cameras"])
+        assert np.array_equal(a["target_point"], b["target_point"]) and a["command"] == b["command"]
+    _, other_path = _drive(env, seed=12)
+    assert other_path != first_path
+
+
+def test_every_image_belongs_to_the_tick_it_is_returned_with(env):
+    env.reset(seed=4)
+    handles = env.privileged
+    mount = env.rig.cameras[0]
+    bp = handles.world.get_blueprint_library().find("sensor.camera.rgb")
+    for key, value in (("image_size_x", env.rig.image_size_x), ("image_size_y", env.rig.image_size_y), ("fov", mount.fov)):
+        bp.set_attribute(key, str(value))
+    twin = handles.world.spawn_actor(bp, carla.Transform(carla.Location(mount.x, mount.y, mount.z),
+                                                         carla.Rotation(mount.pitch, mount.yaw, mount.roll)),
+                                     attach_to=handles.ego)
+    images: queue.Queue = queue.Queue()
+    twin.listen(images.put)
+    for _ in range(20):  # until the client's subscription to the new camera is live
+        handles.world.tick()
+        if not images.empty():
+            break
+    try:
+        by_frame = {}
+        previous = None
+        for _ in range(25):
+            obs, _, _, _, info = env.step(np.array([0.0, 1.0, 0.0], np.float32))
+            frame = env.frame
+            while frame not in by_frame:
+                image = images.get(timeout=10.0)
+                by_frame[image.frame] = np.frombuffer(image.raw_data, np.uint8).reshape(
+                    image.height, image.width, 4)[:, :, 2::-1]
+            assert np.array_equal(obs["cameras"][0], by_frame[frame])
+            if previous is not None and info["ego_speed"] > 3.0:
+                assert not np.array_equal(obs["cameras"][0], previous), "a moving camera must see a new image"
+            previous = obs["cameras"][0].copy()
+    finally:
+        twin.stop()
+        twin.destroy()
+
+
+def test_observation_follows_the_route(env):
+    obs, info = env.reset(seed=2)
+    assert info["route_completion"] < 2.0 and info["route_length_m"] > 100.0
+    assert obs["target_point"][0] == pytest.approx(env.cfg.target_ahead_m, abs=1.0)
+    assert abs(obs["target_point"][1]) < 0.5
+    total = 0.0
+    for _ in range(40):
+        obs, reward, terminated, truncated, info = env.step(np.array([0.0, 0.7, 0.0], np.float32))
+        total += reward
+        if terminated or truncated:
+            break
+    assert obs["speed"][0] > 3.0
+    travelled = env.privileged.criteria.distance_driven
+    assert info["route_completion"] * info["route_length_m"] / 100.0 == pytest.approx(travelled, abs=1.0)
+    assert total == pytest.approx(info["route_completion"], abs=0.5), "reward tracks route progress"
+
+
+def test_killing_the_server_mid_episode_fails_the_episode_and_the_next_reset_works():
+    env = DrivingEnv(**SMALL, **{"server.timeout_s": 6.0})
+    try:
+        env.reset(seed=5)
+        env.step(env.action_space.sample())
+        os.kill(env._server.pid, signal.SIGKILL)
+        _, _, terminated, truncated, info = env.step(np.array([0.0, 0.5, 0.0], np.float32))
+        assert terminated and "failed" in info["failure"]
+        obs, info = env.reset(seed=5)
+        assert obs["cameras"].shape[0] == 1
+        _, _, _, _, info = env.step(np.array([0.0, 0.5, 0.0], np.float32))
+        assert info["failure"] is None
+    finally:
+        env.close()
+
+
+def test_two_envs_run_side_by_side_in_an_async_vector_env():
+    vector = gym.vector.AsyncVectorEnv([lambda: gym.make("slimdrive/Drive-v0", **SMALL)] * 2)
+    try:
+        obs, _ = vector.reset(seed=[1, 2])
+        assert obs["cameras"].shape == (2, 1, 32, 64, 3)
+        for _ in range(5):
+            obs, reward, terminated, truncated, info = vector.step(np.tile([0.0, 0.5, 0.0], (2, 1)).astype(np.float32))
+        assert obs["speed"].shape == (2, 1) and np.all(obs["speed"] > 0.0)
+        assert not np.array_equal(obs["cameras"][0], obs["cameras"][1])
+    finally:
+        vector.close()
+
+
+def test_a_policy_slower_than_the_deadline_gets_delayed_controls_and_fallback_steps(env):
+    wrapped = ComputeBudgetWrapper(env, latency_s=0.120, config=BudgetConfig(fallback="brake"))
+    wrapped.reset(seed=6)
+    applied, ready = [], []
+    for k in range(8):
+        _, _, _, _, info = wrapped.step(np.array([0.0, 0.1 * (k + 1), 0.0], np.float32))
+        applied.append(info["applied_action"].tolist())
+        ready.append(info["budget_ready"])
+        control = env.privileged.ego.get_control()
+        assert (control.throttle, control.brake) == pytest.approx(tuple(info["applied_action"][1:]))
+    assert ready == [True, False, True, False, True, False, True, False]
+    brake = [0.0, 0.0, 1.0]
+    np.testing.assert_allclose(applied, [brake, brake, [0, 0.1, 0], brake, [0, 0.3, 0], brake, [0, 0.5, 0], brake],
+                               atol=1e-6)
+    assert info["budget"]["missed_deadlines"] == 4 and info["budget"]["fallback_steps"] == 5
+
+
+def test_two_hundred_resets_leak_neither_actors_nor_memory(env):
+    env.reset(seed=0)
+    world = env.privileged.world
+    actors_before = len(world.get_actors())
+    server, me = psutil.Process(env._server.pid), psutil.Process()
+    for seed in range(20):
+        env.reset(seed=seed)
+    server_rss, my_rss = server.memory_info().rss, me.memory_info().rss
+    for seed in range(180):
+        env.reset(seed=seed)
+        env.step(np.array([0.0, 0.5, 0.0], np.float32))
+    assert len(world.get_actors()) == actors_before
+    assert server.memory_info().rss - server_rss < 20 * 2**20
+    assert me.memory_info().rss - my_rss < 40 * 2**20
