@@ -19,6 +19,7 @@ TILE_COLUMNS = 3
 VEHICLE_BLUEPRINTS = ("vehicle.tesla.model3", "vehicle.lincoln.mkz_2020", "vehicle.audi.a2", "vehicle.toyota.prius",
                       "vehicle.nissan.patrol_2021", "vehicle.mercedes.sprinter", "vehicle.carlamotors.carlacola",
                       "vehicle.mitsubishi.fusorosa", "vehicle.bh.crossbike", "vehicle.yamaha.yzf")
+SETTLE_TICKS = 10  # the mosaic shows the 10th frame after the scene is set up
 NEIGHBOURHOOD = 70.0  # m: traffic is placed within this distance of the ego
 
 
@@ -101,6 +102,7 @@ def render(cfg, host: str, port: int) -> np.ndarray:
     settings = world.get_settings()
     settings.synchronous_mode, settings.fixed_delta_seconds = True, 0.05
     world.apply_settings(settings)
+    world.reset_all_traffic_lights()  # light phases would otherwise depend on how long the server ran
     if not hasattr(carla.WeatherParameters, str(cfg.weather)):
         raise ValueError(f"weather={cfg.weather}: not a carla.WeatherParameters preset (e.g. ClearNoon, "
                          "CloudySunset, HardRainNoon, ClearNight)")
@@ -119,14 +121,18 @@ def render(cfg, host: str, port: int) -> np.ndarray:
     bev_queue: queue.Queue = queue.Queue()
     bev_cam.listen(bev_queue.put)
     try:
-        cameras.warm_up(world)
-        frame = world.tick()
+        # Always picture the same frame after setup: warm-up takes a variable number of ticks, and traffic
+        # lights and rain streaks depend on the frame.
+        target = world.get_snapshot().frame + SETTLE_TICKS
+        frame = cameras.warm_up(world)
+        while frame < target:
+            frame = world.tick()
         images = cameras.read(frame)
         while True:
             bev_image = bev_queue.get(timeout=10.0)
             if bev_image.frame == frame:
                 break
-        caption = (f"map={cfg.map} pose={cfg.pose} weather={cfg.weather} seed={cfg.seed} frame={frame} "
+        caption = (f"map={cfg.map} pose={cfg.pose} weather={cfg.weather} seed={cfg.seed} "
                    f"rig={rig.name} {rig.image_size_x}x{rig.image_size_y}")
         return mosaic(rig, images, bgra_array(bev_image), caption)
     finally:

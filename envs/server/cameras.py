@@ -54,6 +54,7 @@ class CameraSensor(SensorModel):
         if not 0.0 < fov < 180.0:
             raise ValueError(f"camera fov {fov} must be between 0 and 180 degrees")
         self.intr = Intrinsics(width, height, fov)
+        self.shots = 0  # images produced so far: seeds per-image noise (rain) independently of server uptime
 
     def pixels(self, world, actor) -> np.ndarray:
         raise NotImplementedError
@@ -61,6 +62,7 @@ class CameraSensor(SensorModel):
     def measure(self, world, actor, contacts, dt, header) -> list[bytes]:
         if not self.due(world.elapsed):
             return []
+        self.shots += 1
         body = IMAGE_HEADER.pack(self.intr.width, self.intr.height, self.intr.fov)
         return [header(self.type_id) + body + self.pixels(world, actor).tobytes()]
 
@@ -73,7 +75,7 @@ class RgbCamera(CameraSensor):
     type_id = SENSOR_TYPE_ID["sensor.camera.rgb"]
 
     def pixels(self, world, actor) -> np.ndarray:
-        return encode_color(_renderer(world).color(world, actor, self.intr))
+        return encode_color(_renderer(world).color(world, actor, self.intr, (self.shots, actor.id)))
 
 
 class DepthCamera(CameraSensor):

@@ -95,8 +95,8 @@ class Renderer:
                                                   rotation_matrix(*pose[3:6]), intr)
         return self._geometry[key]
 
-    def color(self, world, sensor_actor, intr: Intrinsics) -> np.ndarray:
-        """(H, W, 3) uint8 BGR image seen by a camera actor."""
+    def color(self, world, sensor_actor, intr: Intrinsics, seed: tuple[int, ...]) -> np.ndarray:
+        """(H, W, 3) uint8 BGR image seen by a camera actor; `seed` fixes its noise (rain streaks)."""
         geo = self.geometry(world, sensor_actor.transform, intr)
         beams = []
         parent = sensor_actor.parent
@@ -104,7 +104,7 @@ class Renderer:
             forward = rotation_matrix(*parent.transform[3:6])[:, 0]
             front = parent.transform[:3] + forward * parent.blueprint.body.extent[0] + (0, 0, 0.7)
             beams.append((front, forward))
-        return shade(geo, self._tick_light, beams, (world.frame, sensor_actor.id))
+        return shade(geo, self._tick_light, beams, seed)
 
 
 _RENDERERS: dict[int, tuple[object, Renderer]] = {}  # id(network) -> (network kept alive, renderer)
