@@ -22,6 +22,7 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("bench", "policy"): ("bench/policy", "agent.bench:run"),
     ("render",): ("render", "envs.render_cli:run"),
     ("bench", "sim"): ("bench/sim", "envs.bench_sim:run"),
+    ("bench", "env"): ("bench/env", "envs.bench_env:run"),
 }
 
 

@@ -21,7 +21,7 @@ from envs.server.launch import launch
 DT = 0.05
 
 
-def _layout(network, vehicles: int, walkers: int, seed: int) -> tuple[list, list, list]:
+def scene_layout(network, vehicles: int, walkers: int, seed: int) -> tuple[list, list, list]:
     """Ego pose, vehicle poses and walker poses (x, y, yaw): the spawn points nearest the ego first."""
     points = network.spawn_points()
     ego = points[len(points) // 2]
@@ -63,7 +63,7 @@ def _in_process(network, map_name: str, xodr: str, rig: Rig | None, layout, step
     return (time.perf_counter() - start) / steps
 
 
-def _through_client(host: str, port: int, rig: Rig, layout, steps: int, warmup: int) -> float:
+def client_loop_seconds(host: str, port: int, rig: Rig, layout, steps: int, warmup: int) -> float:
     """Seconds per synchronous step (tick + every camera image of that frame) through the stock client."""
     import carla
 
@@ -106,12 +106,12 @@ def run(cfg) -> int:
 
     rig = rig_from_config(cfg.rig, "conf/rig")
     network, xodr = load_network(cfg.map), load_xodr_text(cfg.map)
-    layout = _layout(network, int(cfg.vehicles), int(cfg.walkers), int(cfg.seed))
+    layout = scene_layout(network, int(cfg.vehicles), int(cfg.walkers), int(cfg.seed))
     steps, warmup = int(cfg.steps), int(cfg.warmup)
     physics = _in_process(network, cfg.map, xodr, None, layout, steps, warmup)
     with_rig = _in_process(network, cfg.map, xodr, rig, layout, steps, warmup)
     with launch(str(cfg.map)) as server:
-        loop = _through_client(server.host, server.port, rig, layout, steps, warmup)
+        loop = client_loop_seconds(server.host, server.port, rig, layout, steps, warmup)
     cams = len(rig.cameras)
     figures = {
         "map": cfg.map, "rig": rig.name, "cameras": cams, "image": f"{rig.image_size_x}x{rig.image_size_y}",
