@@ -1,6 +1,8 @@
 """Shared fixtures for the agent tests: a tiny configuration and a tiny trained ternary network."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -51,13 +53,22 @@ def overfit(net: DrivingNet, batch: dict[str, torch.Tensor], steps: int, lr: flo
 
 # peak learning rates: ternary about 5x the float one, as the BitNet b1.58 training tips advise
 LR = {"ternary": 3e-3, "none": 6e-4}
-STEPS = 150
+STEPS = 100
 
 
 @pytest.fixture(scope="session")
-def trained_tiny() -> DrivingNet:
-    """A tiny ternary network overfitted on `tiny_batch()`."""
-    torch.manual_seed(0)
-    net = DrivingNet(TINY)
-    overfit(net, tiny_batch(), STEPS, LR["ternary"])
-    return net.eval()
+def tiny_runs() -> dict[str, tuple[DrivingNet, list[float]]]:
+    """The tiny network of each precision overfitted on `tiny_batch()`, with its losses (trained once per session)."""
+    runs = {}
+    for quant in ("ternary", "none"):
+        torch.manual_seed(0)
+        net = DrivingNet(replace(TINY, quant=quant))
+        losses = overfit(net, tiny_batch(), STEPS, LR[quant])
+        runs[quant] = (net.eval(), losses)
+    return runs
+
+
+@pytest.fixture(scope="session")
+def trained_tiny(tiny_runs: dict[str, tuple[DrivingNet, list[float]]]) -> DrivingNet:
+    """The tiny ternary network overfitted on `tiny_batch()`."""
+    return tiny_runs["ternary"][0]

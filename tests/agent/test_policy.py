@@ -11,14 +11,12 @@ from agent.controllers import ControllerConfig, WaypointController
 from agent.export import export_packed
 from agent.model import DrivingNet, ModelConfig
 from agent.policy import DrivingPolicy, ObservationError
-from conftest import CONTROLLER, LR, STEPS, TINY, overfit, tiny_batch
+from conftest import CONTROLLER, TINY
 
 
 @pytest.mark.parametrize("quant", ["ternary", "none"])
-def test_tiny_policy_overfits_a_tiny_batch(quant: str) -> None:
-    torch.manual_seed(0)
-    net = DrivingNet(replace(TINY, quant=quant))
-    losses = overfit(net, tiny_batch(), STEPS, LR[quant])
+def test_tiny_policy_overfits_a_tiny_batch(quant: str, tiny_runs: dict) -> None:
+    _net, losses = tiny_runs[quant]
     assert min(losses[-10:]) < 0.05 * losses[0]
 
 
