@@ -1,0 +1,135 @@
+"""Scores: CARLA Leaderboard 2.0 driving score, Bench2Drive success and comfort, minimum time-to-collision.
+
+Leaderboard 2.0 (`leaderboard/utils/statistics_manager.py`, see shared/docs/field-facts.md):
+    driving score = route completion (0-100) x infraction penalty
+    penalty = prod(coefficient per infraction)       pedestrian 0.50, vehicle 0.60, static 0.65, red light
+                                                     0.70, stop 0.80, scenario timeout 0.70, yield 0.70
+              x (1 - outside_lanes_pct / 100)
+              x prod over route quarters (1 - 0.3 (1 - min_speed_pct / 100))
+    global score = mean over routes, a missing or crashed route counting 0.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from .criteria import PENALTY
+
+SCORING_VERSION = "leaderboard-2.0"
+MIN_SPEED_WEIGHT = 0.3
+# Bench2Drive comfort bounds (field-facts): longitudinal accel, lateral accel, jerk, longitudinal jerk,
+# yaw acceleration, yaw rate; a 20-step window is comfortable when every sample keeps within all of them.
+COMFORT_BOUNDS = {"lon_accel": (-4.05, 2.40), "lat_accel": (-4.89, 4.89), "jerk": (-8.37, 8.37),
+                  "lon_jerk": (-4.13, 4.13), "yaw_accel": (-1.93, 1.93), "yaw_rate": (-0.95, 0.95)}
+COMFORT_WINDOW = 20
+SAVGOL_WINDOW, SAVGOL_ORDER = 7, 2
+TTC_HORIZON_S = 10.0
+
+
+def infraction_penalty(kinds: Iterable[str], outside_lanes_pct: float = 0.0,
+                       min_speed_pct_per_quarter: Sequence[float] = ()) -> float:
+    """The Leaderboard 2.0 penalty: product of coefficients and of the percentage terms."""
+    penalty = 1.0
+    for kind in kinds:
+        penalty *= PENALTY.get(kind, 1.0)
+    penalty *= 1.0 - outside_lanes_pct / 100.0
+    for pct in min_speed_pct_per_quarter:
+        penalty *= 1.0 - MIN_SPEED_WEIGHT * (1.0 - pct / 100.0)
+    return penalty
+
+
+def driving_score(route_completion: float, penalty: float) -> float:
+    return max(route_completion * penalty, 0.0)
+
+
+@dataclass(frozen=True)
+class RouteScore:
+    driving_score: float
+    route_completion: float
+    infraction_penalty: float
+
+
+def score_route(route_completion: float, infraction_kinds: Sequence[str], outside_lanes_pct: float,
+                min_speed_pct_per_quarter: Sequence[float]) -> RouteScore:
+    """One route's DS, RC and IP. Outside lanes and minimum speed enter through their percentages, so their
+    end-of-route infraction records are not counted again as coefficients."""
+    kinds = [k for k in infraction_kinds if k in PENALTY]
+    penalty = infraction_penalty(kinds, outside_lanes_pct, min_speed_pct_per_quarter)
+    return RouteScore(driving_score(route_completion, penalty), route_completion, penalty)
+
+
+def global_score(route_scores: Sequence[float | None]) -> float:
+    """Mean over every route of the suite; a route that is missing or crashed (None) counts 0."""
+    if not route_scores:
+        return 0.0
+    return float(np.mean([0.0 if s is None else s for s in route_scores]))
+
+
+def infractions_per_km(counts: dict[str, int], route_lengths_m: Sequence[float], completions: Sequence[float]) -> dict[str, float]:
+    """Each kind's count per kilometre driven, with km = sum(route_length/1000 x completion/100)."""
+    km = sum(length / 1000.0 * completion / 100.0 for length, completion in zip(route_lengths_m, completions))
+    return {kind: (n / km if km > 0 else 0.0) for kind, n in counts.items()}
+
+
+def bench2drive_success(completed: bool, infraction_kinds: Sequence[str]) -> bool:
+    """Bench2Drive: the route completed with no infraction other than minimum speed."""
+    return completed and all(k == "min_speed_infractions" for k in infraction_kinds)
+
+
+def _savgol_derivative(values: np.ndarray, dt: float, deriv: int) -> np.ndarray:
+    """Savitzky-Golay smoothed derivative (window 7, order 2) with edge samples taken from the nearest fit."""
+    half = SAVGOL_WINDOW // 2
+    if len(values) < SAVGOL_WINDOW:
+        return np.zeros_like(values)
+    offsets = np.arange(-half, half + 1)
+    vander = np.vander(offsets, SAVGOL_ORDER + 1, increasing=True)
+    coefficients = np.linalg.pinv(vander)[deriv] * math.factorial(deriv) / dt ** deriv
+    inner = np.convolve(values, coefficients[::-1], mode="valid")
+    return np.concatenate([np.full(half, inner[0]), inner, np.full(half, inner[-1])])
+
+
+def comfort(x: np.ndarray, y: np.ndarray, yaw_rad: np.ndarray, dt: float) -> float:
+    """Bench2Drive comfort: the share (0-1) of 20-step windows whose every sample keeps within the bounds."""
+    n = len(x) // COMFORT_WINDOW * COMFORT_WINDOW
+    if n == 0:
+        return 1.0
+    yaw = np.unwrap(yaw_rad)
+    vx, vy = _savgol_derivative(x, dt, 1), _savgol_derivative(y, dt, 1)
+    ax, ay = _savgol_derivative(x, dt, 2), _savgol_derivative(y, dt, 2)
+    forward, left = np.cos(yaw), np.sin(yaw)
+    lon_accel = ax * forward + ay * left
+    lat_accel = -ax * left + ay * forward
+    jerk_x, jerk_y = _savgol_derivative(vx, dt, 2), _savgol_derivative(vy, dt, 2)
+    signals = {
+        "lon_accel": lon_accel, "lat_accel": lat_accel, "jerk": np.hypot(jerk_x, jerk_y),
+        "lon_jerk": _savgol_derivative(lon_accel, dt, 1), "yaw_rate": _savgol_derivative(yaw, dt, 1),
+        "yaw_accel": _savgol_derivative(yaw, dt, 2),
+    }
+    ok = np.ones(n, bool)
+    for name, (low, high) in COMFORT_BOUNDS.items():
+        ok &= (signals[name][:n] >= low) & (signals[name][:n] <= high)
+    return float(ok.reshape(-1, COMFORT_WINDOW).all(axis=1).mean())
+
+
+def time_to_collision(ego_xy: np.ndarray, ego_v: np.ndarray, others_xy: np.ndarray, others_v: np.ndarray,
+                      radius: np.ndarray) -> float:
+    """Smallest time (s) until the ego and another actor, both at constant velocity, come within `radius`
+    (sum of their bounding radii) of each other; inf when none does within TTC_HORIZON_S; 0 if overlapping."""
+    if len(others_xy) == 0:
+        return math.inf
+    p = others_xy - ego_xy
+    v = others_v - ego_v
+    a = np.einsum("ij,ij->i", v, v)
+    b = 2.0 * np.einsum("ij,ij->i", p, v)
+    c = np.einsum("ij,ij->i", p, p) - radius ** 2
+    if (c <= 0).any():
+        return 0.0
+    disc = b * b - 4 * a * c
+    hit = (a > 1e-9) & (disc >= 0)
+    t = np.full(len(p), math.inf)
+    t[hit] = (-b[hit] - np.sqrt(disc[hit])) / (2 * a[hit])
+    t[(t < 0) | (t > TTC_HORIZON_S)] = math.inf
+    return float(t.min())
