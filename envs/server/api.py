@@ -40,6 +40,7 @@ class Simulator:
         self._episode_counter = 1
         self.world = self._new_world(map_name, maps.load_xodr_text(map_name))
         self._last_tick_wall = time.monotonic()
+        self.traffic_managers: dict[int, tuple[str, int]] = {}
         self.on_tick: Callable[[list[tuple[int, bytes]]], None] = lambda messages: None
 
     def _new_world(self, name: str, xodr: str) -> World:
@@ -140,6 +141,28 @@ class Simulator:
         except maps.MapError as exc:
             raise CarlaError(f"opendrive could not be correctly parsed: {exc}") from exc
         self._switch(GENERATED_MAP_NAME, str(opendrive), reset_settings=True)
+
+    # ------------------------------------------------------------ traffic manager registry
+    # CARLA's Traffic Manager runs inside a client process; the server only records where it listens.
+    @call()
+    def is_traffic_manager_running(self, port: int) -> bool:
+        return int(port) in self.traffic_managers
+
+    @call()
+    def get_traffic_manager_running(self, port: int) -> list:
+        return list(self.traffic_managers.get(int(port), ("", 0)))
+
+    @call()
+    def add_traffic_manager_running(self, endpoint) -> bool:
+        host, port = endpoint
+        if int(port) in self.traffic_managers:
+            return False
+        self.traffic_managers[int(port)] = (str(host), int(port))
+        return True
+
+    @call()
+    def destroy_traffic_manager(self, port: int) -> bool:
+        return self.traffic_managers.pop(int(port), None) is not None
 
     # ------------------------------------------------------------------------------------------ weather
     @call()
