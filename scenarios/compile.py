@@ -242,6 +242,22 @@ def _location(loc: S.Location) -> carla.Location:
     return carla.Location(x=float(loc.x), y=float(loc.y), z=float(loc.z))
 
 
+ON_ROAD_M = 5.0  # a route location must lie this close to a driving lane's centre
+
+
+def _check_on_road(spec: S.RouteSpec, world_map: carla.Map, source: Source) -> None:
+    named = [(("start",), spec.start), (("goal",), spec.goal)] + \
+        [(("waypoints", i), w) for i, w in enumerate(spec.waypoints or [])]
+    for path, loc in named:
+        if loc is None:
+            continue
+        lane = world_map.get_waypoint(_location(loc), project_to_road=True, lane_type=carla.LaneType.Driving)
+        if lane is None or lane.transform.location.distance_2d(_location(loc)) > ON_ROAD_M:
+            raise source.error(("ego", "route") + path, f"({loc.x}, {loc.y}) is not on a driving lane of map "
+                               f"'{world_map.name.split('/')[-1]}'",
+                               "move it onto a driving lane (see docs/maps.md for coordinates)")
+
+
 def _route(spec: S.RouteSpec, world_map: carla.Map, seed: int) -> Route:
     if spec.waypoints is not None:
         return route_through(world_map, [_location(w) for w in spec.waypoints])
@@ -275,6 +291,7 @@ def compile_scenario(spec: ScenarioSpec, seed: int, world_map: carla.Map) -> Com
     """Draw every distribution for `seed`, plan the route and place the actors on `world_map`."""
     source, seed = spec.source, int(seed)
     scenario, values = draw(spec, seed)
+    _check_on_road(scenario.ego.route, world_map, source)
     try:
         route = _route(scenario.ego.route, world_map, seed)
     except RouteError as exc:
