@@ -114,13 +114,14 @@ class DrivingEnv(gym.Env):
             self._client.set_timeout(float(self.cfg.server.timeout_s))
             self._world = self._call("get_world", self._client.get_world)
             self._map_name = self._world.get_map().name.split("/")[-1]
-        if map_name != self._map_name:
+        wanted = Path(map_name).stem if map_name.endswith(".xodr") else map_name
+        if wanted != self._map_name:
             if map_name.endswith(".xodr"):
                 self._world = self._call("generate_opendrive_world",
                                          lambda: self._client.generate_opendrive_world(Path(map_name).read_text()))
             else:
                 self._world = self._call("load_world", lambda: self._client.load_world(map_name))
-            self._map_name = map_name
+            self._map_name = wanted
         settings = self._world.get_settings()
         settings.synchronous_mode, settings.fixed_delta_seconds = True, self.fixed_delta_seconds
         self._world.apply_settings(settings)

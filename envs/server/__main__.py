@@ -5,13 +5,19 @@ import argparse
 import asyncio
 import logging
 
+from envs.maps import MapError
+
 from .api import Simulator
 from .transport import SimulatorServer
 
 
 def serve(host: str, port: int, map_name: str, log_level: str = "INFO") -> None:
     logging.basicConfig(level=log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    server = SimulatorServer(Simulator(map_name, port), host, port)
+    try:
+        simulator = Simulator(map_name, port)
+    except MapError as exc:
+        raise SystemExit(f"slimdrive server: {exc}") from None
+    server = SimulatorServer(simulator, host, port)
     try:
         asyncio.run(server.serve_forever())
     except KeyboardInterrupt:

@@ -7,6 +7,7 @@ all (only `apply_batch`). Arguments arrive already stripped of the leading `Meta
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -36,15 +37,25 @@ def _map_short_name(name: str) -> str:
 
 class Simulator:
     def __init__(self, map_name: str, port: int):
+        """`map_name`: a shipped map, or a path to an .xodr file that is then served under its file stem."""
         self.port = port
         self._episode_counter = 1
-        self.world = self._new_world(map_name, maps.load_xodr_text(map_name))
+        self.maps: dict[str, str] = {name: name for name in maps.available_maps()}  # served name -> source
+        if map_name not in self.maps:
+            path = Path(map_name)
+            maps.load_xodr_text(path)  # raises MapError naming the available maps
+            self.maps[path.stem] = str(path)
+            map_name = path.stem
+        self.world = self._new_world(map_name, maps.load_xodr_text(self.maps[map_name]))
         self._last_tick_wall = time.monotonic()
         self.traffic_managers: dict[int, tuple[str, int]] = {}
         self.on_tick: Callable[[list[tuple[int, bytes]]], None] = lambda messages: None
 
     def _new_world(self, name: str, xodr: str) -> World:
-        network = maps.load_network(name) if name != GENERATED_MAP_NAME else maps.RoadNetwork.from_xodr(xodr, name)
+        if name == GENERATED_MAP_NAME:
+            network = maps.RoadNetwork.from_xodr(xodr, name)
+        else:
+            network = maps.load_network(self.maps[name])
         world = World(network, name, xodr, episode_id=self._episode_counter, port=self.port)
         self._episode_counter += 1
         return world
@@ -122,7 +133,7 @@ class Simulator:
 
     @call()
     def get_available_maps(self) -> list:
-        return [f"/Game/Carla/Maps/{name}" for name in maps.available_maps()]
+        return [f"/Game/Carla/Maps/{name}" for name in self.maps]
 
     @call(void=True)
     def load_new_episode(self, map_name: str, reset_settings: bool = True, map_layers: int = 0xFFFF) -> None:
@@ -130,9 +141,9 @@ class Simulator:
         if name == GENERATED_MAP_NAME and self.world.map_name == GENERATED_MAP_NAME:
             self._switch(name, self.world.xodr, bool(reset_settings))
             return
-        if name not in maps.available_maps():
-            raise CarlaError(f"map '{map_name}' not found; available: {', '.join(maps.available_maps())}")
-        self._switch(name, maps.load_xodr_text(name), bool(reset_settings))
+        if name not in self.maps:
+            raise CarlaError(f"map '{map_name}' not found; available: {', '.join(self.maps)}")
+        self._switch(name, maps.load_xodr_text(self.maps[name]), bool(reset_settings))
 
     @call(void=True)
     def copy_opendrive_to_file(self, opendrive: str, parameters=None) -> None:
