@@ -203,3 +203,20 @@ def test_gnss_and_imu_measure_the_parent(world):
     assert reading.compass == pytest.approx(compass, abs=1e-3)
     gnss.stop()
     imu.stop()
+
+
+def test_lane_invasion_is_detected_by_the_client_from_the_served_map(world):
+    start = world.get_map().get_spawn_points()[0]
+    car = _spawn(world, "vehicle.tesla.model3", start)
+    sensor = world.spawn_actor(world.get_blueprint_library().find("sensor.other.lane_invasion"),
+                               carla.Transform(), attach_to=car)
+    crossings = queue.Queue()
+    sensor.listen(crossings.put)
+    car.apply_control(carla.VehicleControl(throttle=0.6, steer=-0.15))  # drift left across the centre line
+    for _ in range(60):
+        world.tick()
+    event = crossings.get(timeout=2.0)
+    assert event.frame > 0
+    assert {str(m.type) for m in event.crossed_lane_markings} & {"Solid", "Broken", "SolidSolid", "BrokenSolid",
+                                                                  "SolidBroken", "BrokenBroken"}
+    sensor.stop()
