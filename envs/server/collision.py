@@ -29,10 +29,15 @@ def find_contacts(center: np.ndarray, extent: np.ndarray, yaw: np.ndarray) -> li
     if n < 2:
         return []
     radius = np.hypot(extent[:, 0], extent[:, 1])
-    delta = center[None, :, :2] - center[:, None, :2]
-    near = np.hypot(delta[..., 0], delta[..., 1]) < radius[:, None] + radius[None, :]
-    near &= np.abs(center[None, :, 2] - center[:, None, 2]) < extent[:, None, 2] + extent[None, :, 2]
-    ii, jj = np.nonzero(np.triu(near, k=1))
+    dx = center[:, None, 0] - center[None, :, 0]
+    dy = center[:, None, 1] - center[None, :, 1]
+    reach = radius[:, None] + radius[None, :]
+    near = dx * dx + dy * dy < reach * reach
+    ii, jj = np.nonzero(near)
+    upper = ii < jj
+    ii, jj = ii[upper], jj[upper]
+    stacked = np.abs(center[ii, 2] - center[jj, 2]) < extent[ii, 2] + extent[jj, 2]
+    ii, jj = ii[stacked], jj[stacked]
     if len(ii) == 0:
         return []
     corners = box_corners_2d(center[:, :2], extent[:, :2], yaw)

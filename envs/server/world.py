@@ -224,14 +224,14 @@ class World:
     def tick(self, dt: float) -> TickOutput:
         self.frame += 1
         self.elapsed += dt
-        actors = list(self.actors.values())
-        previous_velocity = [a.velocity for a in actors]  # replaced, never mutated, by the steps below
+        movers = [a for a in self.actors.values() if a.kind in ("vehicle", "walker")]
+        previous_velocity = [a.velocity for a in movers]  # replaced, never mutated, by the steps below
         self._step_vehicles(dt)
         self._step_walkers(dt)
         contacts = self._collide()
-        self._update_children()
-        for actor, before in zip(actors, previous_velocity):
+        for actor, before in zip(movers, previous_velocity):
             actor.acceleration = (actor.velocity - before) / dt
+        self._update_children()
         for group in self.light_groups:
             group.step(dt)
         messages = [(WORLD_OBSERVER_STREAM, self.episode_state(dt))]
@@ -334,6 +334,7 @@ class World:
                 actor.transform = compose(actor.parent.transform, actor.relative)
                 actor.velocity = actor.parent.velocity.copy()
                 actor.angular_velocity = actor.parent.angular_velocity.copy()
+                actor.acceleration = actor.parent.acceleration.copy()
 
     # ------------------------------------------------------------------------------------- traffic lights
     def _trigger_volumes(self) -> tuple[list[Actor], np.ndarray, np.ndarray, np.ndarray]:
