@@ -32,6 +32,7 @@ class ExpertConfig:
     horizon_s: float = 3.0  # how far ahead obstacles are forecast
     forecast_step_s: float = 0.2
     corridor_margin_m: float = 0.4  # added to both half-widths
+    clear_margin_m: float = 3.0  # the ego must clear a conflict point by this much to ignore a late entrant
     look_ahead_m: float = 45.0  # obstacles and lights are searched this far along the path
     light_margin_m: float = 2.0  # stop this far before a red light's trigger volume
     yellow_decel: float = 4.0  # m/s^2: stop for a yellow light only if this suffices
@@ -96,11 +97,11 @@ class Expert:
         ego_len, ego_width, _ = self._bodies[ego.id]
 
         path, path_s = self._path(route)
-        obstacle = self._nearest_obstacle(snapshot, ego.id, path, path_s, ego_width)
+        obstacle = self._nearest_obstacle(snapshot, ego.id, path, path_s, ego_len, ego_width, speed)
         if obstacle is not None:
             self._maybe_pass(priv.map, route, obstacle, snapshot, ego.id, speed)
             path, path_s = self._path(route)
-            obstacle = self._nearest_obstacle(snapshot, ego.id, path, path_s, ego_width)
+            obstacle = self._nearest_obstacle(snapshot, ego.id, path, path_s, ego_len, ego_width, speed)
 
         target = self.speed_limit
         accel = self.idm.accel(speed, target)
@@ -131,7 +132,7 @@ class Expert:
 
     # ------------------------------------------------------------------------------------------ hazards
     def _nearest_obstacle(self, snapshot, ego_id: int, path: np.ndarray, path_s: np.ndarray,
-                          ego_width: float) -> tuple[float, float, int] | None:
+                          ego_len: float, ego_width: float, speed: float) -> tuple[float, float, int] | None:
         """(route distance ahead to where the nearest obstacle meets the corridor, its speed along the path,
         its id) over every forecast step, or None."""
         best = None
@@ -157,7 +158,10 @@ class Expert:
             reach = np.abs(half_len * np.sin(rel_yaw)) + np.abs(half_width * np.cos(rel_yaw))
             inside = d[np.arange(len(k)), k] <= ego_width + reach + self.cfg.corridor_margin_m
             ahead = path_s[k] - self._s
-            hits = np.flatnonzero(inside & (ahead > 0.0))
+            # A forecast that enters the corridor only after the ego, at its speed, has cleared that point is
+            # no conflict: braking for it would stop the ego in the obstacle's way.
+            clears_at = (ahead + ego_len + half_len + self.cfg.clear_margin_m) / max(speed, 0.1)
+            hits = np.flatnonzero(inside & (ahead > 0.0) & (times[:len(k)] <= clears_at))
             if len(hits) == 0:
                 continue
             along = float(np.min(ahead[hits]) - np.abs(half_len * np.cos(rel_yaw[hits[0]])))
