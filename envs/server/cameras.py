@@ -34,7 +34,9 @@ def encode_semantic(tag: np.ndarray) -> np.ndarray:
 
 
 def encode_color(bgr: np.ndarray) -> np.ndarray:
-    """(H, W, 3) uint8 BGR -> (H, W, 4) uint8 BGRA."""
+    """(H, W, 3) uint8 BGR -> (H, W, 4) uint8 BGRA; BGRA (the renderer's output) passes through as is."""
+    if bgr.shape[-1] == 4:
+        return bgr
     out = np.empty(bgr.shape[:2] + (4,), np.uint8)
     out[..., :3] = bgr
     out[..., 3] = 255

@@ -96,7 +96,7 @@ class Renderer:
         return self._geometry[key]
 
     def color(self, world, sensor_actor, intr: Intrinsics, seed: tuple[int, ...]) -> np.ndarray:
-        """(H, W, 3) uint8 BGR image seen by a camera actor; `seed` fixes its noise (rain streaks)."""
+        """(H, W, 4) uint8 BGRA image (alpha 255) seen by a camera actor; `seed` fixes its noise (rain)."""
         geo = self.geometry(world, sensor_actor.transform, intr)
         beams = []
         parent = sensor_actor.parent

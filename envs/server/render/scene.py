@@ -35,11 +35,17 @@ CROSSWALK_LENGTH, CROSSWALK_SETBACK = 3.0, 0.5  # m along the lane, m back from 
 
 @dataclass
 class Ground:
-    bgr: np.ndarray  # (H, W, 3) uint8
+    bgr: np.ndarray  # (H, W, 3) uint8 (once painted: a view into `bgra`)
     tag: np.ndarray  # (H, W) uint8 semantic ids
     x0: float  # world x of texel column 0's left edge
     y0: float  # world y of texel row 0's top edge
     resolution: float
+    bgra: np.ndarray | None = None  # (H, W, 4) uint8, alpha 255: what cameras sample (4 channels warp 2x faster)
+
+    def finish(self) -> None:
+        """Freeze the painted texture as BGRA (the 3-channel array becomes a view of it)."""
+        self.bgra = cv2.cvtColor(self.bgr, cv2.COLOR_BGR2BGRA)
+        self.bgr = self.bgra[..., :3]
 
     def texel_matrix(self) -> np.ndarray:
         """World (x, y, 1) -> texel (column, row, 1), texel centres at integers."""
@@ -160,6 +166,7 @@ def _paint_ground(lanes, junctions, rng: np.random.Generator) -> Ground:
         if abs(ln.lane_id) == 1 and ln.inner_mark != "none" and (ln.lane_id < 0 or not _has_lane(lanes, ln, -1)):
             paint.mark(ln.inner, ln.inner_mark, YELLOW)
     _paint_crossings(paint, lanes, junctions)
+    ground.finish()
     return ground
 
 

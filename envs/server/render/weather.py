@@ -70,12 +70,29 @@ def fog_amount(light: Lighting, depth: np.ndarray, sky: np.ndarray) -> np.ndarra
     return (1.0 - np.exp(-light.fog_per_metre * np.maximum(distance - light.fog_start, 0.0))).astype(np.float32)
 
 
+def sky_channels(light: Lighting, elevation: np.ndarray, toward_sun: np.ndarray) -> list[np.ndarray]:
+    """B, G and R sky colour planes (float32, the shape of `elevation`) for rays of the given elevation sine
+    and cosine to the sun. Per channel: numpy is slow on a trailing axis of 3."""
+    t = np.sqrt(np.clip(np.asarray(elevation, np.float32), np.float32(0.0), np.float32(1.0)))
+    # The sun's glow (cos^300) is below 1e-6 more than 18 degrees from the sun: only raise what is near it.
+    toward_sun = np.asarray(toward_sun, np.float32)
+    near = toward_sun > 0.95
+    glow = None
+    if near.any():
+        glow = np.zeros(toward_sun.shape, np.float32)
+        glow[near] = toward_sun[near] ** 300 * np.float32((1.0 - light.night) * (1.0 - light.rain))
+    planes = []
+    for c in range(3):
+        plane = np.float32(light.horizon[c]) + np.float32(light.zenith[c] - light.horizon[c]) * t
+        if glow is not None:
+            plane += glow * (np.float32(255.0) - plane)
+        planes.append(plane)
+    return planes
+
+
 def sky_colors(light: Lighting, elevation: np.ndarray, toward_sun: np.ndarray) -> np.ndarray:
     """(..., 3) sky colour for rays of the given elevation sine and cosine to the sun."""
-    t = np.sqrt(np.clip(elevation, 0.0, 1.0))[..., None]
-    sky = light.horizon * (1.0 - t) + light.zenith * t
-    glow = (np.clip(toward_sun, 0.0, 1.0) ** 300)[..., None] * (1.0 - light.night) * (1.0 - light.rain)
-    return sky + glow * (255.0 - sky)
+    return np.stack(sky_channels(light, elevation, toward_sun), axis=-1)
 
 
 def rain_streaks(image: np.ndarray, light: Lighting, seed: tuple[int, ...]) -> None:
