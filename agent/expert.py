@@ -71,6 +71,7 @@ class Expert:
         self.speed_control.reset()
         self._s = 0.0
         self._shift = 0.0  # lateral offset of the path from the route (m, + right), while passing
+        self._shift_from = 0.0  # route distance at which the move into the other lane began
         self._shift_until = -math.inf  # route distance at which the path returns to the route's lane
         self._lights: LightIndex | None = None
         self._bodies: dict[int, tuple[float, float, str]] = {}  # id -> (half length, half width, kind)
@@ -124,7 +125,7 @@ class Expert:
         first, last = route.index_at(self._s - 2.0), route.index_at(self._s + self.cfg.look_ahead_m)
         xy, s, yaw = route.xy[first:last + 1], route.s[first:last + 1], route.yaw[first:last + 1]
         if self._shift_until > self._s:
-            ramp_in = np.clip((s - self._s) / self.cfg.shift_ramp_m + 0.3, 0.0, 1.0)
+            ramp_in = np.clip((s - self._shift_from) / self.cfg.shift_ramp_m, 0.0, 1.0)
             ramp_out = np.clip((self._shift_until - s) / self.cfg.shift_ramp_m, 0.0, 1.0)
             offset = self._shift * np.minimum(ramp_in, ramp_out)
             xy = xy + offset[:, None] * np.stack([-np.sin(yaw), np.cos(yaw)], axis=1)
@@ -189,7 +190,7 @@ class Expert:
     # ---------------------------------------------------------------------------------------- passing
     def _maybe_pass(self, world_map: carla.Map, route, obstacle, snapshot, ego_id: int, speed: float) -> None:
         gap, their_speed, actor_id = obstacle
-        if self._shift_until > self._s or gap > self.cfg.pass_within_m or self._bodies[actor_id][2] == "walker":
+        if gap > self.cfg.pass_within_m or self._bodies[actor_id][2] == "walker":
             return
         state = snapshot.find(actor_id)
         if state.get_velocity().length() > self.cfg.stopped_mps:
@@ -211,5 +212,7 @@ class Expert:
             if lo <= s <= hi and -1.5 * width <= lateral <= -0.5 * width + half_width:
                 if other.get_velocity().length() > self.cfg.stopped_mps or lateral < -0.3 * width:
                     return  # the other lane is not clear
-        self._shift = -width
-        self._shift_until = self._s + gap + self._bodies[actor_id][0] * 2.0 + self.cfg.return_after_m
+        until = self._s + gap + self._bodies[actor_id][0] * 2.0 + self.cfg.return_after_m
+        if self._shift_until <= self._s:  # not passing yet: start moving over here
+            self._shift, self._shift_from = -width, self._s
+        self._shift_until = max(self._shift_until, until)  # a further obstacle extends the pass
