@@ -5,11 +5,14 @@ Three measurements of the same scene (ego with the rig, `vehicles` driving and `
   render     in-process `World.tick` with the rig, minus physics (rendering and encoding the images)
   transport  the client loop (tick + wait for all images) minus the in-process tick with the rig
              (RPC, streaming sockets, the client's decoding and queues)
+The in-process figures are also given in CPU time of this process (`cpu_ms_per_step`), which a machine
+shared with other jobs inflates much less than wall time; the 1-minute load average is printed alongside.
 """
 from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from pathlib import Path
 
@@ -35,8 +38,9 @@ def scene_layout(network, vehicles: int, walkers: int, seed: int) -> tuple[list,
     return [(ego.x, ego.y, ego.yaw)], cars, people
 
 
-def _in_process(network, map_name: str, xodr: str, rig: Rig | None, layout, steps: int, warmup: int) -> float:
-    """Seconds per `World.tick` of the scene, optionally with the rig's RGB cameras."""
+def _in_process(network, map_name: str, xodr: str, rig: Rig | None, layout, steps: int,
+                warmup: int) -> tuple[float, float]:
+    """Wall and CPU seconds per `World.tick` of the scene, optionally with the rig's RGB cameras."""
     from envs.server.protocol import Transform, VehicleControl, WalkerControl
     from envs.server.world import World
 
@@ -57,10 +61,10 @@ def _in_process(network, map_name: str, xodr: str, rig: Rig | None, layout, step
                     Transform(mount.x, mount.y, mount.z, mount.pitch, mount.yaw, mount.roll), ego_actor.id)
     for _ in range(warmup):
         world.tick(DT)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     for _ in range(steps):
         world.tick(DT)
-    return (time.perf_counter() - start) / steps
+    return (time.perf_counter() - start) / steps, (time.process_time() - cpu) / steps
 
 
 def client_loop_seconds(host: str, port: int, rig: Rig, layout, steps: int, warmup: int) -> float:
@@ -108,8 +112,8 @@ def run(cfg) -> int:
     network, xodr = load_network(cfg.map), load_xodr_text(cfg.map)
     layout = scene_layout(network, int(cfg.vehicles), int(cfg.walkers), int(cfg.seed))
     steps, warmup = int(cfg.steps), int(cfg.warmup)
-    physics = _in_process(network, cfg.map, xodr, None, layout, steps, warmup)
-    with_rig = _in_process(network, cfg.map, xodr, rig, layout, steps, warmup)
+    physics, physics_cpu = _in_process(network, cfg.map, xodr, None, layout, steps, warmup)
+    with_rig, with_rig_cpu = _in_process(network, cfg.map, xodr, rig, layout, steps, warmup)
     with launch(str(cfg.map)) as server:
         loop = client_loop_seconds(server.host, server.port, rig, layout, steps, warmup)
     cams = len(rig.cameras)
@@ -119,6 +123,8 @@ def run(cfg) -> int:
         "steps_per_s": 1.0 / loop, "camera_frames_per_s": cams / loop,
         "ms_per_step": {"total": 1e3 * loop, "physics": 1e3 * physics, "render": 1e3 * (with_rig - physics),
                         "transport": 1e3 * max(loop - with_rig, 0.0)},
+        "cpu_ms_per_step": {"physics": 1e3 * physics_cpu, "render": 1e3 * (with_rig_cpu - physics_cpu)},
+        "load_average_1min": os.getloadavg()[0],
     }
     parts = figures["ms_per_step"]
     print(f"bench sim: {cfg.map}, rig {rig.name} ({cams} x {figures['image']} RGB), "
@@ -126,6 +132,8 @@ def run(cfg) -> int:
     print(f"  {figures['steps_per_s']:.1f} steps/s through the stock client "
           f"({figures['camera_frames_per_s']:.0f} camera frames/s)")
     print("  ms/step: " + ", ".join(f"{k} {v:.2f}" for k, v in parts.items()))
+    print("  in-process CPU ms/step: " + ", ".join(f"{k} {v:.2f}" for k, v in figures["cpu_ms_per_step"].items())
+          + f" (load average {figures['load_average_1min']:.1f} on {os.cpu_count()} CPUs)")
     if cfg.out:
         Path(str(cfg.out)).write_text(json.dumps(figures, indent=2))
         print(f"wrote {Path(str(cfg.out)).resolve()}")

@@ -70,7 +70,11 @@ class BoxSet:
                       self.extent, self.color, self.tag, self.emissive)
 
     def radius(self) -> np.ndarray:
-        return np.linalg.norm(self.extent, axis=1)
+        """(N,) bounding sphere radii (computed once per set: every camera of a tick culls the same set)."""
+        cached = self.__dict__.get("_radius")
+        if cached is None or len(cached) != len(self.extent):
+            cached = self._radius = np.sqrt(np.einsum("ij,ij->i", self.extent, self.extent))
+        return cached
 
     def corners(self) -> np.ndarray:
         """(N, 6, 4, 3) world positions of every face's corners."""

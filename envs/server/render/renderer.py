@@ -37,11 +37,10 @@ def _actor_shape(actor) -> BoxSet | None:
     return None
 
 
-def _lamps(scene: StaticScene, actor) -> BoxSet:
-    post = scene.lights.get(actor.traffic_light.sign_id)
+def _lamps(scene: StaticScene, sign_id: str, state) -> BoxSet:
+    post = scene.lights.get(sign_id)
     if post is None:
         return BoxSet.empty()
-    state = actor.traffic_light.state
     facing = np.radians(post.facing_yaw)
     out = np.array([np.cos(facing), np.sin(facing), 0.0])
     b = BoxBuilder()
@@ -56,6 +55,12 @@ def _lamps(scene: StaticScene, actor) -> BoxSet:
 class Renderer:
     scene: StaticScene
     _shapes: dict[tuple, BoxSet | None] = field(default_factory=dict)
+    _lamp_sets: dict[tuple, BoxSet] = field(default_factory=dict)  # (sign id, state) -> lamp boxes
+    _lamp_key: tuple | None = None  # the lamp states of `_lamp_boxes`
+    _lamp_boxes: BoxSet = field(default_factory=BoxSet.empty)
+    _actor_key: tuple | None = None  # the actor shapes (identities) of `_actor_local`
+    _actor_local: BoxSet = field(default_factory=BoxSet.empty)  # every actor's boxes in its own frame
+    _actor_owner: np.ndarray = field(default_factory=lambda: np.zeros(0, np.intp))  # box -> actor row
     _tick_key: tuple = ()
     _tick_boxes: BoxSet = field(default_factory=BoxSet.empty)
     _tick_light: Lighting | None = None
@@ -72,16 +77,35 @@ class Renderer:
         key = (id(world), world.frame)
         if key == self._tick_key:
             return
-        sets = [self.scene.boxes]
+        lamps, movers = [], []
         for actor in world.actors.values():
             if actor.traffic_light is not None:
-                sets.append(_lamps(self.scene, actor))
+                lamps.append((actor.traffic_light.sign_id, actor.traffic_light.state))
                 continue
             if actor.parent is not None:
                 continue
             shape = self._shape(actor)
-            if shape is not None:
-                sets.append(shape.placed(actor.transform[:3], rotation_matrix(*actor.transform[3:6])))
+            if shape is not None and len(shape):
+                movers.append((actor, shape))
+        # Lamp boxes only change with the light states; actor boxes are placed all at once.
+        lamp_key = tuple(lamps)
+        if lamp_key != self._lamp_key:
+            for lamp in lamps:
+                if lamp not in self._lamp_sets:
+                    self._lamp_sets[lamp] = _lamps(self.scene, *lamp)
+            self._lamp_key, self._lamp_boxes = lamp_key, BoxSet.concat([self._lamp_sets[k] for k in lamps])
+        actor_key = tuple(id(shape) for _, shape in movers)
+        if actor_key != self._actor_key:
+            self._actor_key = actor_key
+            self._actor_local = BoxSet.concat([shape for _, shape in movers])
+            self._actor_owner = np.repeat(np.arange(len(movers)), [len(shape) for _, shape in movers])
+        sets = [self.scene.boxes, self._lamp_boxes]
+        if movers:
+            local, owner = self._actor_local, self._actor_owner
+            location = np.array([actor.transform[:3] for actor, _ in movers])[owner]
+            rotation = np.array([rotation_matrix(*actor.transform[3:6]) for actor, _ in movers])[owner]
+            sets.append(BoxSet(np.einsum("nij,nj->ni", rotation, local.center) + location,
+                               np.matmul(rotation, local.rot), local.extent, local.color, local.tag, local.emissive))
         self._tick_key, self._tick_boxes = key, BoxSet.concat(sets)
         self._tick_light = lighting(world.weather)
         self._geometry.clear()
