@@ -27,7 +27,8 @@ FAR = 1000.0  # m: CARLA's depth camera range; the sky reads as FAR
 DRAW_DISTANCE = 250.0  # m: boxes farther than this (nearest point) are not drawn
 SUBPIXEL_BITS = 4
 MIN_PIXELS = 0.75  # projected radius below which a box is not drawn
-MIN_FACE_AREA = 0.2  # px^2: faces smaller than this (edge-on or tiny) are not drawn
+MIN_FACE_AREA = 1.0  # px^2: faces smaller than this (far wheels and lamps, occluded specks) are not drawn,
+MIN_FACE_SPAN = 4.0  # px: unless they are longer than this (an edge-on face still draws a line)
 
 # The 8 corners of a unit box (sign patterns) and, per face, the indices of its 4 corners in cyclic order.
 BOX_SIGNS = np.array([[sx, sy, sz] for sx in (-1, 1) for sy in (-1, 1) for sz in (-1, 1)], dtype=float)
@@ -223,7 +224,8 @@ def _draw_boxes(boxes: BoxSet, position: np.ndarray, rotation: np.ndarray,
         # Shoelace area of the projected quad, in pixels.
         area = 0.5 * np.abs(np.sum(u * np.roll(v, -1, axis=1) - np.roll(u, -1, axis=1) * v, axis=1)) / scale ** 2
     on_screen = ~clipped & (u.max(1) >= 0) & (u.min(1) < intr.width * scale) & (v.max(1) >= 0) \
-        & (v.min(1) < intr.height * scale) & (area >= MIN_FACE_AREA)
+        & (v.min(1) < intr.height * scale) \
+        & ((area >= MIN_FACE_AREA) | (np.maximum(np.ptp(u, axis=1), np.ptp(v, axis=1)) >= MIN_FACE_SPAN * scale))
     limit = 4.0 * max(intr.width, intr.height) * scale
     polygons = list(np.clip(np.nan_to_num(np.stack([u, v], axis=-1)), -limit, limit).astype(np.int32))
     for k in np.flatnonzero(clipped).tolist():  # few faces cross the near plane: clip them one by one
