@@ -63,6 +63,33 @@ def ray_norm(intr: Intrinsics) -> np.ndarray:
     return np.sqrt(1.0 + a[None, :] ** 2 + b[:, None] ** 2).astype(np.float32)
 
 
+class _GroundRays:
+    """Per-pixel ray elevation `up` and ground depth of a camera: they depend only on the intrinsics, the
+    camera's height and the z row of its rotation (not on its x, y or yaw), so a camera on a vehicle driving on
+    flat ground reuses them tick after tick. A small cache keyed by exactly those values."""
+
+    def __init__(self, size: int = 32):
+        self.size, self.entries = size, {}
+
+    def get(self, intr: Intrinsics, rotation: np.ndarray, height: float) -> tuple[np.ndarray, np.ndarray]:
+        key = (intr, rotation[2].tobytes(), float(height))
+        hit = self.entries.get(key)
+        if hit is None:
+            a, b = ray_slopes(intr)
+            up = (rotation[2, 0] + rotation[2, 1] * a[None, :] + rotation[2, 2] * b[:, None]).astype(np.float32)
+            with np.errstate(divide="ignore"):
+                depth = np.where(up < -1e-6, -height / np.minimum(up, -1e-6), FAR)
+            depth = np.minimum(depth, FAR).astype(np.float32)
+            up.flags.writeable = depth.flags.writeable = False
+            if len(self.entries) >= self.size:
+                self.entries.pop(next(iter(self.entries)))
+            hit = self.entries[key] = (up, depth)
+        return hit
+
+
+_GROUND_RAYS = _GroundRays()
+
+
 @dataclass
 class Faces:
     """The faces drawn into a camera's id buffer, indexed by id: row 0 is a placeholder for id 0 (ground or
@@ -82,6 +109,11 @@ class Faces:
     def __len__(self) -> int:
         return len(self.tag) - 1
 
+    @cached_property
+    def plane_columns(self) -> np.ndarray:
+        """(4, F + 1) float32: `plane` with each coefficient contiguous."""
+        return np.ascontiguousarray(self.plane.T)
+
 
 @dataclass
 class Geometry:
@@ -97,6 +129,7 @@ class Geometry:
     faces: Faces
     ground: Ground
     homography: np.ndarray  # pixel -> ground texel
+    ground_depth: np.ndarray  # (H, W) float32 depth of the ground plane along each ray (FAR where it misses)
 
     @property
     def ground_bgr(self) -> np.ndarray:
@@ -105,14 +138,6 @@ class Geometry:
     @cached_property
     def hit(self) -> np.ndarray:
         return self.ids > 0
-
-    @cached_property
-    def ground_depth(self) -> np.ndarray:
-        """(H, W) float32 depth of the ground plane along each ray (FAR where the ray misses it)."""
-        height = float(self.position[2])
-        with np.errstate(divide="ignore"):
-            depth = np.where(self.up < -1e-6, -height / np.minimum(self.up, -1e-6), FAR)
-        return np.minimum(depth, FAR).astype(np.float32)
 
     @cached_property
     def sky(self) -> np.ndarray:
@@ -124,11 +149,11 @@ class Geometry:
         if not len(self.faces):
             return self.ground_depth
         a, b = ray_slopes(self.intr)
-        plane = np.take(self.faces.plane, self.ids, axis=0)  # (H, W, 4); np.take is ~10x faster than []
-        denom = plane[..., 0] + plane[..., 1] * a[None, :] + plane[..., 2] * b[:, None]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            face = plane[..., 3] / np.where(np.abs(denom) > 1e-9, denom, np.float32(-1e-9))
-        return np.where(self.hit, np.clip(face, NEAR, FAR), self.ground_depth).astype(np.float32)
+        ids, plane = self.ids, self.faces.plane_columns  # np.take is ~10x faster than [] on the id buffer
+        denom = np.take(plane[0], ids) + np.take(plane[1], ids) * a[None, :] + np.take(plane[2], ids) * b[:, None]
+        denom[np.abs(denom) <= 1e-9] = -1e-9
+        face = np.take(plane[3], ids) / denom
+        return np.where(self.hit, np.clip(face, NEAR, FAR), self.ground_depth)
 
     @cached_property
     def tag(self) -> np.ndarray:
@@ -252,8 +277,7 @@ def _draw_boxes(boxes: BoxSet, position: np.ndarray, rotation: np.ndarray,
 
 def render_geometry(ground: Ground, boxes: BoxSet, position: np.ndarray, rotation: np.ndarray,
                     intr: Intrinsics) -> Geometry:
-    a, b = ray_slopes(intr)
-    up = (rotation[2, 0] + rotation[2, 1] * a[None, :] + rotation[2, 2] * b[:, None]).astype(np.float32)
+    up, ground_depth = _GROUND_RAYS.get(intr, rotation, position[2])
     ground_bgra, homography = _ground(ground, position, rotation, intr)
     ids, faces = _draw_boxes(boxes, position, rotation, intr)
-    return Geometry(intr, position, rotation, ids, ground_bgra, up, faces, ground, homography)
+    return Geometry(intr, position, rotation, ids, ground_bgra, up, faces, ground, homography, ground_depth)
