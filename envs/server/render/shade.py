@@ -26,14 +26,15 @@ HEADLIGHT_RANGE = 14.0  # m at which the beam has fallen to half
 def _headlights(geo: Geometry, beams: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
     """(H, W) extra light from headlight beams (origin, unit forward) on every surface pixel."""
     a, b = ray_slopes(geo.intr)
-    rays = geo.rotation[:, 0][None, None, :] + geo.rotation[:, 1] * a[None, :, None] \
-        + geo.rotation[:, 2] * b[:, None, None]
-    points = geo.position + rays * geo.depth[..., None]
+    rot = geo.rotation.astype(np.float32)
     light = np.zeros(geo.depth.shape, np.float32)
     for origin, forward in beams:
-        rel = points - origin
-        along = rel @ forward
-        lateral = np.linalg.norm(rel - along[..., None] * forward, axis=-1)
+        # Per component (float32, 2-D): numpy is slow on a trailing axis of 3.
+        rel = [np.float32(geo.position[i] - origin[i]) + (rot[i, 0] + rot[i, 1] * a[None, :] + rot[i, 2] * b[:, None])
+               * geo.depth for i in range(3)]
+        fwd = np.asarray(forward, np.float32)
+        along = rel[0] * fwd[0] + rel[1] * fwd[1] + rel[2] * fwd[2]
+        lateral = np.sqrt(sum((rel[i] - along * fwd[i]) ** 2 for i in range(3)))
         cone = np.exp(-(lateral / (0.25 + 0.28 * np.maximum(along, 0.0))) ** 2)
         light += np.where(along > 0.0, cone / (1.0 + (along / HEADLIGHT_RANGE) ** 2), 0.0)
     return HEADLIGHT_GAIN * light
