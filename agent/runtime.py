@@ -29,10 +29,11 @@ import tempfile
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from agent.bitlinear import BitLinear
-from agent.model import DrivingNet
+from agent.model import Block, DrivingNet
 
 # max |runtime - training graph| / max |training graph|, checked per layer and for a trained network's outputs
 # (measured: ~1e-6 per layer, ~3e-5 for the tiny trained test network). An activation that float rounding
@@ -42,12 +43,18 @@ from agent.model import DrivingNet
 TOLERANCE = 1e-3
 
 _KERNEL_SOURCE = r"""
-// slimdrive packed runtime: RMSNorm + int8 activations x 2-bit ternary weights, x86-64 with AVX2.
+// slimdrive packed runtime: RMSNorm + int8 activations x 2-bit ternary weights, x86-64 with AVX2 (no VNNI needed).
 //
 // y[m, n] = sum_k q[m, k] * w[n, k] * dequant[m] * w_scale, with q = round(rmsnorm(x) * 127 / max|.|) per
-// token and w in {-1, 0, +1}. Weights stay in the slimdrive file layout (4 codes per byte, code = w + 1, weight
-// 4i + j in bits 2j..2j+1 of byte i of its row). vpmaddubsw multiplies the unsigned codes (w + 1) by the signed
+// token and w in {-1, 0, +1}. vpmaddubsw multiplies unsigned codes c = w + 1 in {0, 1, 2} by the signed
 // activations; subtracting sum_k q[m, k] once per token gives sum_k w q exactly: sum((w + 1) q) - sum(q).
+//
+// Weight layout (`relayout` in agent/runtime.py builds it once at load time; still 2 bits per weight):
+// outputs in groups of 8 ("octs"), inputs in chunks of 16. One 32-byte block per (oct, chunk); bits 2s..2s+1
+// of byte 4o + j hold the code of output 8g + o, input 16t + 4s + j. So `(block >> 2s) & 3` is, for the four
+// inputs 4(4t + s) .. +3, the codes of the oct's 8 outputs, four consecutive bytes per output: exactly what
+// vpmaddubsw needs against one broadcast 32-bit group of four activations. The int16 pair sums of output o
+// sit in lanes 2o and 2o + 1; vpmaddwd with ones adds them into int32 lane o.
 #include <ATen/core/Tensor.h>
 #include <ATen/Parallel.h>
 #include <ATen/ops/empty.h>
@@ -57,12 +64,17 @@ _KERNEL_SOURCE = r"""
 #include <cmath>
 #include <cstdint>
 #include <cstring>
-#include <vector>
 
 namespace {
 
-constexpr int64_t KFLUSH = 64;  // int16 lanes add <= 32 pair sums of |.| <= 2 * 2 * 127: well within int16
-constexpr int MR = 4;  // tokens per micro-tile: 4 tokens x 2 vectors = 8 int16 accumulators in registers
+// per step (4 inputs) an int16 lane adds one pair sum in [-512, 508]; 32 steps stay within +-16384
+constexpr int64_t KFLUSH = 128;
+constexpr int MR = 4;                  // tokens per micro-tile
+constexpr int NV = 2;                  // octs per micro-tile: 4 x 2 int16 accumulators in registers
+constexpr int64_t PANEL = 8 * NV;      // outputs per panel (unpacked once into L1, reused by every token)
+constexpr int64_t MAX_K = 4096;
+
+enum Epilogue : int64_t { kPlain = 0, kReluSquare = 1 };
 
 float hsum_ps(__m256 v) {
   __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -117,7 +129,6 @@ void norm_quantize_row(const float* x, const float* gain, int64_t k, float eps, 
   *dequant = 1.0f / scale;
 }
 
-
 struct Operands {
   const int8_t* q;
   const int32_t* q_sum;
@@ -125,62 +136,73 @@ struct Operands {
   int64_t k;
   int64_t n_out;
   float w_scale;
+  int64_t epilogue;
+  const float* residual;  // nullptr or (M, N) float32 added to the result
   float* y;
 };
 
-constexpr int64_t NV = 2;              // 16-output vectors per panel
-constexpr int64_t PANEL = 16 * NV;     // outputs per panel
-
-// Unpack PANEL weight rows (2-bit codes, file layout) into one byte per code, interleaved so that one 32-byte
-// load holds the codes of 16 outputs for one pair of inputs: panel[((k / 2) * NV + v) * 32 + 2 * j + k % 2] is
-// the code of output 16 v + j for input k.
-void unpack_panel(const uint8_t* packed, int64_t k, uint8_t* panel) {
-  for (int64_t c = 0; c < PANEL; ++c) {
-    const uint8_t* row = packed + c * (k / 4);
-    uint8_t* dst = panel + (c / 16) * 32 + 2 * (c % 16);
-    for (int64_t i = 0; i < k; ++i) dst[(i / 2) * NV * 32 + i % 2] = (row[i / 4] >> (2 * (i % 4))) & 3;
+// Unpack the PANEL outputs starting at oct g0 into one byte per code: panel[(kq * NV + v) * 32 + 4 o + j] is the
+// code of output 8 (g0 + v) + o for input 4 kq + j.
+void unpack_panel(const uint8_t* packed, int64_t k, int64_t g0, uint8_t* panel) {
+  const int64_t chunks = k / 16;
+  const __m256i mask = _mm256_set1_epi8(3);
+  for (int v = 0; v < NV; ++v) {
+    const uint8_t* src = packed + (g0 + v) * chunks * 32;
+    for (int64_t t = 0; t < chunks; ++t) {
+      const __m256i b = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + t * 32));
+      for (int s = 0; s < 4; ++s) {
+        const __m256i c = _mm256_and_si256(_mm256_srli_epi16(b, 2 * s), mask);
+        _mm256_store_si256(reinterpret_cast<__m256i*>(panel + ((4 * t + s) * NV + v) * 32), c);
+      }
+    }
   }
 }
 
-// R tokens x PANEL outputs. Lanes of each accumulator are outputs, so no horizontal sums are needed: every
-// vpmaddubsw multiplies the codes of 16 outputs by one broadcast pair of activations.
 template <int R>
 void panel_tile(const Operands& op, const uint8_t* panel, int64_t m0, int64_t n0) {
   const int64_t k = op.k;
-  alignas(32) int32_t acc[R][PANEL] = {};
+  // int32 totals live in L1, not in registers: all 16 ymm registers go to the inner loop
+  alignas(32) int32_t acc[R][NV][8] = {};
+  const __m256i ones = _mm256_set1_epi16(1);
+  const int8_t* qrow[R];
+  for (int r = 0; r < R; ++r) qrow[r] = op.q + (m0 + r) * k;
   for (int64_t k0 = 0; k0 < k; k0 += KFLUSH) {
     const int64_t k1 = std::min(k, k0 + KFLUSH);
     __m256i acc16[R][NV];
     for (int r = 0; r < R; ++r)
       for (int v = 0; v < NV; ++v) acc16[r][v] = _mm256_setzero_si256();
-    for (int64_t i = k0; i < k1; i += 2) {
-      const uint8_t* w = panel + (i / 2) * NV * 32;
-      const __m256i w0 = _mm256_load_si256(reinterpret_cast<const __m256i*>(w));
-      const __m256i w1 = _mm256_load_si256(reinterpret_cast<const __m256i*>(w + 32));
+    for (int64_t i = k0; i < k1; i += 4) {
+      const uint8_t* w = panel + (i / 4) * NV * 32;
+      __m256i wv[NV];
+      for (int v = 0; v < NV; ++v) wv[v] = _mm256_load_si256(reinterpret_cast<const __m256i*>(w + 32 * v));
       for (int r = 0; r < R; ++r) {
-        int16_t pair;
-        std::memcpy(&pair, op.q + (m0 + r) * k + i, sizeof(pair));
-        const __m256i x = _mm256_set1_epi16(pair);
-        acc16[r][0] = _mm256_add_epi16(acc16[r][0], _mm256_maddubs_epi16(w0, x));
-        acc16[r][1] = _mm256_add_epi16(acc16[r][1], _mm256_maddubs_epi16(w1, x));
+        int32_t quad;
+        std::memcpy(&quad, qrow[r] + i, sizeof(quad));
+        const __m256i x = _mm256_set1_epi32(quad);
+        for (int v = 0; v < NV; ++v) acc16[r][v] = _mm256_add_epi16(acc16[r][v], _mm256_maddubs_epi16(wv[v], x));
       }
     }
     for (int r = 0; r < R; ++r)
       for (int v = 0; v < NV; ++v) {
-        int32_t* a = acc[r] + 16 * v;
-        const __m256i lo = _mm256_cvtepi16_epi32(_mm256_castsi256_si128(acc16[r][v]));
-        const __m256i hi = _mm256_cvtepi16_epi32(_mm256_extracti128_si256(acc16[r][v], 1));
-        _mm256_store_si256(reinterpret_cast<__m256i*>(a), _mm256_add_epi32(_mm256_load_si256(reinterpret_cast<const __m256i*>(a)), lo));
-        _mm256_store_si256(reinterpret_cast<__m256i*>(a + 8), _mm256_add_epi32(_mm256_load_si256(reinterpret_cast<const __m256i*>(a + 8)), hi));
+        __m256i* a = reinterpret_cast<__m256i*>(acc[r][v]);
+        _mm256_store_si256(a, _mm256_add_epi32(_mm256_load_si256(a), _mm256_madd_epi16(acc16[r][v], ones)));
       }
   }
+  const __m256 zero = _mm256_setzero_ps();
   for (int r = 0; r < R; ++r) {
     const int64_t m = m0 + r;
     const __m256i q_sum = _mm256_set1_epi32(op.q_sum[m]);
     const __m256 scale = _mm256_set1_ps(op.dequant[m] * op.w_scale);
-    for (int64_t j = 0; j < PANEL; j += 8) {
-      const __m256i dot = _mm256_sub_epi32(_mm256_load_si256(reinterpret_cast<const __m256i*>(acc[r] + j)), q_sum);
-      _mm256_storeu_ps(op.y + m * op.n_out + n0 + j, _mm256_mul_ps(_mm256_cvtepi32_ps(dot), scale));
+    for (int v = 0; v < NV; ++v) {
+      const int64_t at = m * op.n_out + n0 + 8 * v;
+      __m256 y = _mm256_mul_ps(_mm256_cvtepi32_ps(
+          _mm256_sub_epi32(_mm256_load_si256(reinterpret_cast<const __m256i*>(acc[r][v])), q_sum)), scale);
+      if (op.epilogue == kReluSquare) {
+        y = _mm256_max_ps(y, zero);
+        y = _mm256_mul_ps(y, y);
+      }
+      if (op.residual) y = _mm256_add_ps(_mm256_loadu_ps(op.residual + at), y);
+      _mm256_storeu_ps(op.y + at, y);
     }
   }
 }
@@ -193,24 +215,37 @@ void finish_rows(const Operands& op, const uint8_t* panel, int64_t m0, int64_t r
   }
 }
 
+// x (M, K) float32 -> y (M, N) float32; packed (N / 8, K / 16, 32) uint8 in the layout above. epilogue 1 applies
+// relu(y)^2; residual (optional, (M, N) float32) is added last: y = residual + f(x W^T).
 at::Tensor bitlinear(const at::Tensor& x, const at::Tensor& gain, double eps, const at::Tensor& packed,
-                     double w_scale) {
+                     double w_scale, int64_t epilogue, const std::optional<at::Tensor>& residual) {
   TORCH_CHECK(x.dim() == 2 && x.scalar_type() == at::kFloat && x.is_contiguous(),
               "ternary bitlinear: x must be contiguous float32 (M, K)");
-  const int64_t m_rows = x.size(0), k = x.size(1), n_out = packed.size(0);
-  TORCH_CHECK(k % 32 == 0, "ternary bitlinear: in_features must be a multiple of 32, got ", k);
-  TORCH_CHECK(n_out % PANEL == 0, "ternary bitlinear: out_features must be a multiple of 32, got ", n_out);
-  TORCH_CHECK(packed.dim() == 2 && packed.scalar_type() == at::kByte && packed.is_contiguous() &&
-                  packed.size(1) == k / 4,
-              "ternary bitlinear: packed weights must be contiguous uint8 (N, K/4)");
+  const int64_t m_rows = x.size(0), k = x.size(1);
+  TORCH_CHECK(k % 32 == 0 && k <= MAX_K, "ternary bitlinear: in_features must be a multiple of 32 up to ", MAX_K,
+              ", got ", k);
+  TORCH_CHECK(packed.dim() == 3 && packed.scalar_type() == at::kByte && packed.is_contiguous() &&
+                  packed.size(1) == k / 16 && packed.size(2) == 32,
+              "ternary bitlinear: packed weights must be contiguous uint8 (N / 8, K / 16, 32) from relayout()");
+  const int64_t n_out = packed.size(0) * 8;
+  TORCH_CHECK(n_out % 32 == 0, "ternary bitlinear: out_features must be a multiple of 32, got ", n_out);
   TORCH_CHECK(gain.scalar_type() == at::kFloat && gain.is_contiguous() && gain.numel() == k,
               "ternary bitlinear: gain must be contiguous float32 (K,)");
+  TORCH_CHECK(epilogue == kPlain || epilogue == kReluSquare, "ternary bitlinear: unknown epilogue ", epilogue);
+  const float* res = nullptr;
+  if (residual.has_value()) {
+    const at::Tensor& r = *residual;
+    TORCH_CHECK(r.scalar_type() == at::kFloat && r.is_contiguous() && r.dim() == 2 && r.size(0) == m_rows &&
+                    r.size(1) == n_out,
+                "ternary bitlinear: residual must be contiguous float32 (M, N)");
+    res = r.data_ptr<float>();
+  }
   at::Tensor q = at::empty({m_rows, k}, x.options().dtype(at::kChar));
   at::Tensor q_sum = at::empty({m_rows}, x.options().dtype(at::kInt));
   at::Tensor dequant = at::empty({m_rows}, x.options());
   at::Tensor y = at::empty({m_rows, n_out}, x.options());
   Operands op{q.data_ptr<int8_t>(), q_sum.data_ptr<int32_t>(), dequant.data_ptr<float>(), k, n_out,
-              static_cast<float>(w_scale), y.data_ptr<float>()};
+              static_cast<float>(w_scale), epilogue, res, y.data_ptr<float>()};
   const float* xp = x.data_ptr<float>();
   const float* gp = gain.data_ptr<float>();
   at::parallel_for(0, m_rows, 16, [&](int64_t begin, int64_t end) {
@@ -222,11 +257,10 @@ at::Tensor bitlinear(const at::Tensor& x, const at::Tensor& gain, double eps, co
   const int64_t m_full = m_rows / MR * MR;
   // threads split the outputs by panels; each unpacks its panel once (into L1) and streams every token past it
   at::parallel_for(0, n_out / PANEL, 1, [&](int64_t begin, int64_t end) {
-    std::vector<uint8_t> storage(PANEL * k + 32);
-    uint8_t* panel = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(storage.data()) + 31) & ~uintptr_t(31));
+    alignas(32) uint8_t panel[PANEL * MAX_K];
     for (int64_t t = begin; t < end; ++t) {
       const int64_t n0 = t * PANEL;
-      unpack_panel(wp + n0 * (k / 4), k, panel);
+      unpack_panel(wp, k, t * NV, panel);
       for (int64_t m0 = 0; m0 < m_full; m0 += MR) panel_tile<MR>(op, panel, m0, n0);
       finish_rows<MR - 1>(op, panel, m_full, m_rows - m_full, n0);
     }
@@ -237,7 +271,8 @@ at::Tensor bitlinear(const at::Tensor& x, const at::Tensor& gain, double eps, co
 }  // namespace
 
 TORCH_LIBRARY(slimdrive_ternary, m) {
-  m.def("bitlinear(Tensor x, Tensor gain, float eps, Tensor packed, float w_scale) -> Tensor", &bitlinear);
+  m.def("bitlinear(Tensor x, Tensor gain, float eps, Tensor packed, float w_scale, int epilogue=0, "
+        "Tensor? residual=None) -> Tensor", &bitlinear);
 }
 """
 
@@ -281,8 +316,35 @@ def load_kernel() -> None:
     _loaded = True
 
 
+def relayout(packed: torch.Tensor) -> torch.Tensor:
+    """File layout (out, in / 4) -> the kernel's layout (out / 8, in / 16, 32), still four 2-bit codes per byte.
+
+    Bits ``2s..2s+1`` of byte ``4o + j`` of block ``[g, t]`` hold the code of output ``8g + o``, input
+    ``16t + 4s + j`` (see the kernel source). Done once at load time; the byte count does not change.
+    """
+    out_features, quarter = packed.shape
+    in_features = quarter * 4
+    if packed.dtype != torch.uint8 or out_features % 8 or in_features % 16:
+        raise ValueError(
+            f"packed runtime: codes must be uint8 (out, in / 4) with out a multiple of 8 and in of 16, "
+            f"got {packed.dtype} {tuple(packed.shape)}"
+        )
+    codes = torch.stack([(packed >> shift) & 3 for shift in (0, 2, 4, 6)], dim=-1).reshape(out_features, in_features)
+    blocks = codes.view(out_features // 8, 8, in_features // 16, 4, 4).permute(0, 2, 1, 4, 3)  # g, t, o, j, s
+    blocks = blocks.reshape(out_features // 8, in_features // 16, 32, 4)
+    return (blocks[..., 0] | (blocks[..., 1] << 2) | (blocks[..., 2] << 4) | (blocks[..., 3] << 6)).contiguous()
+
+
+EPILOGUE = {None: 0, "relu_square": 1}
+
+
 class PackedBitLinear(nn.Module):
-    """Inference-only BitLinear on packed weights: ``packed`` uint8 (out, in / 4), ``w_scale`` = mean|W|."""
+    """Inference-only BitLinear on packed weights: ``packed`` uint8 (out, in / 4) in the file layout, kept
+    resident in the kernel's layout (`relayout`, same bytes); ``w_scale`` = mean|W|.
+
+    ``forward(x, activation=None, residual=None)``: ``activation="relu_square"`` returns ``relu(y) ** 2`` and
+    ``residual`` (same shape as the output) returns ``residual + y``, both computed inside the kernel call.
+    """
 
     def __init__(self, norm_weight: torch.Tensor, norm_eps: float, packed: torch.Tensor, w_scale: float) -> None:
         super().__init__()
@@ -291,15 +353,33 @@ class PackedBitLinear(nn.Module):
         self.norm_eps = norm_eps
         self.w_scale = w_scale
         self.register_buffer("norm_weight", norm_weight.to(torch.float32).contiguous())
-        self.register_buffer("packed", packed.contiguous())
+        self.register_buffer("packed", relayout(packed))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, activation: str | None = None, residual: torch.Tensor | None = None
+    ) -> torch.Tensor:
         flat = x.reshape(-1, self.in_features).to(torch.float32).contiguous()
-        y = torch.ops.slimdrive_ternary.bitlinear(flat, self.norm_weight, self.norm_eps, self.packed, self.w_scale)
+        if residual is not None:
+            residual = residual.reshape(-1, self.out_features).to(torch.float32).contiguous()
+        y = torch.ops.slimdrive_ternary.bitlinear(
+            flat, self.norm_weight, self.norm_eps, self.packed, self.w_scale, EPILOGUE[activation], residual
+        )
         return y.view(*x.shape[:-1], self.out_features)
 
     def extra_repr(self) -> str:
         return f"{self.in_features} -> {self.out_features}, packed ternary"
+
+
+class PackedBlock(Block):
+    """`Block` on the packed runtime: the same float32 operations in the same order, with the squared ReLU and
+    both residual additions done inside the kernel calls (one call per projection, no extra passes)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch, tokens, dim = x.shape
+        q, k, v = self.qkv(x).view(batch, tokens, 3, self.heads, dim // self.heads).permute(2, 0, 3, 1, 4)
+        attended = F.scaled_dot_product_attention(q, k, v)
+        x = self.proj(attended.transpose(1, 2).reshape(batch, tokens, dim), residual=x)
+        return self.down(self.up(x, activation="relu_square"), residual=x)
 
 
 def to_runtime(net: DrivingNet, packed: dict[str, tuple[torch.Tensor, float]]) -> DrivingNet:
@@ -319,4 +399,7 @@ def to_runtime(net: DrivingNet, packed: dict[str, tuple[torch.Tensor, float]]) -
         parent_name, _, child = name.rpartition(".")
         parent = net.get_submodule(parent_name) if parent_name else net
         setattr(parent, child, PackedBitLinear(layer.norm.weight.detach(), layer.norm.eps, codes, w_scale))
+    for module in net.modules():
+        if type(module) is Block:
+            module.__class__ = PackedBlock
     return net.eval()

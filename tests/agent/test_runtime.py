@@ -37,3 +37,31 @@ def test_packed_network_matches_the_training_graph(trained_tiny: DrivingNet, tmp
         expected, found = trained_tiny(*inputs), runtime(*inputs)
     for name in expected:
         assert (found[name] - expected[name]).abs().max() <= TOLERANCE * expected[name].abs().max(), name
+
+
+def test_relayout_puts_every_code_where_the_kernel_reads_it() -> None:
+    from agent.export import unpack_ternary
+    from agent.runtime import relayout
+
+    torch.manual_seed(0)
+    out_features, in_features = 16, 64
+    codes = torch.randint(-1, 2, (out_features, in_features))
+    blocks = relayout(pack_ternary(codes).view(out_features, -1))
+    assert blocks.shape == (out_features // 8, in_features // 16, 32) and blocks.dtype == torch.uint8
+    for n in range(out_features):
+        for k in range(in_features):
+            byte = blocks[n // 8, k // 16, 4 * (n % 8) + k % 4]
+            assert int((byte >> (2 * ((k % 16) // 4))) & 3) - 1 == codes[n, k]
+    assert torch.equal(unpack_ternary(pack_ternary(codes), (out_features, in_features)).long(), codes)
+
+
+def test_fused_epilogues_equal_the_separate_float_operations() -> None:
+    load_kernel()
+    torch.manual_seed(1)
+    layer = BitLinear(192, 96, "ternary")
+    codes, scale = weight_quant(layer.weight.detach())
+    packed = PackedBitLinear(layer.norm.weight.detach(), layer.norm.eps, pack_ternary(codes).view(96, -1), float(1 / scale))
+    x, residual = torch.randn(2, 9, 192), torch.randn(2, 9, 96)
+    plain = packed(x)
+    assert torch.equal(packed(x, activation="relu_square"), torch.relu(plain).square())
+    assert torch.equal(packed(x, residual=residual), residual + plain)
