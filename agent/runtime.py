@@ -60,6 +60,7 @@ _KERNEL_SOURCE = r"""
 #include <ATen/ops/empty.h>
 #include <torch/library.h>
 #include <immintrin.h>
+#include <omp.h>
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -248,23 +249,26 @@ at::Tensor bitlinear(const at::Tensor& x, const at::Tensor& gain, double eps, co
               static_cast<float>(w_scale), epilogue, res, y.data_ptr<float>()};
   const float* xp = x.data_ptr<float>();
   const float* gp = gain.data_ptr<float>();
-  at::parallel_for(0, m_rows, 16, [&](int64_t begin, int64_t end) {
-    for (int64_t r = begin; r < end; ++r)
-      norm_quantize_row(xp + r * k, gp, k, static_cast<float>(eps), q.data_ptr<int8_t>() + r * k,
-                        q_sum.data_ptr<int32_t>() + r, dequant.data_ptr<float>() + r);
-  });
   const uint8_t* wp = packed.data_ptr<uint8_t>();
   const int64_t m_full = m_rows / MR * MR;
-  // threads split the outputs by panels; each unpacks its panel once (into L1) and streams every token past it
-  at::parallel_for(0, n_out / PANEL, 1, [&](int64_t begin, int64_t end) {
+  const int64_t panels = n_out / PANEL;
+  // One OpenMP region per call (torch's thread count): quantize the tokens, a barrier, then the threads split
+  // the outputs by panels; each unpacks its panel once (into L1) and streams every token past it.
+#pragma omp parallel num_threads(static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), panels))))
+  {
+#pragma omp for schedule(static)
+    for (int64_t r = 0; r < m_rows; ++r)
+      norm_quantize_row(xp + r * k, gp, k, static_cast<float>(eps), q.data_ptr<int8_t>() + r * k,
+                        q_sum.data_ptr<int32_t>() + r, dequant.data_ptr<float>() + r);
     alignas(32) uint8_t panel[PANEL * MAX_K];
-    for (int64_t t = begin; t < end; ++t) {
+#pragma omp for schedule(static)
+    for (int64_t t = 0; t < panels; ++t) {
       const int64_t n0 = t * PANEL;
       unpack_panel(wp, k, t * NV, panel);
       for (int64_t m0 = 0; m0 < m_full; m0 += MR) panel_tile<MR>(op, panel, m0, n0);
       finish_rows<MR - 1>(op, panel, m_full, m_rows - m_full, n0);
     }
-  });
+  }
   return y;
 }
 
