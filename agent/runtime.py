@@ -6,10 +6,12 @@ Its weights stay packed in memory, four codes per byte exactly as in the exporte
 
 The kernel is C++ with AVX2 intrinsics, compiled once with the system compiler through
 `torch.utils.cpp_extension.load` and cached (``$SLIMDRIVE_KERNEL_DIR``, default
-``<tmp>/slimdrive-kernels-<uid>``; first build about 15 s). One call does, per token: RMSNorm, absmax int8
-quantization, then for every output the integer dot product with the ternary row (vpmaddubsw on unpacked
-codes, int16 partial sums widened to int32 every 64 inputs, so nothing can overflow), then both scales.
-Threads (torch's own OpenMP pool) split the outputs.
+``<tmp>/slimdrive-kernels-<uid>``; first build about 15 s). One call per layer does, in one OpenMP region
+(torch's thread count): RMSNorm and absmax int8 quantization per token, then, per panel of 16 outputs whose
+2-bit codes (pre-arranged at load time by `relayout`, same bytes) are unpacked with two SIMD ops per 32 codes,
+a 4-token x 16-output register tile: vpmaddubsw of the codes (w + 1) against a vpbroadcastd of 4 activations,
+int16 partial sums widened to int32 every 128 inputs (no overflow possible), then both scales and an optional
+fused epilogue (squared ReLU for ``up``, the residual addition for ``proj``/``down``; `PackedBlock`).
 
 Why this kernel rather than the alternatives, measured on the 2-core AMD EPYC (AVX2, no VNNI) this project
 targets: ``torch._int_mm`` (oneDNN) takes 18-40 ms for one 256x192x576 product there, 40-80x slower than
