@@ -115,13 +115,32 @@ class LaneGraph:
         self._node_ids: dict[tuple[int, int, int], int] = {}
         self.edges: list[LaneEdge] = []
         self.out_edges: dict[int, list[int]] = {}
-        for entry, exit_ in world_map.get_topology():
+        for entry, exit_ in world_map.get_topology() + self._dead_end_lanes(world_map, resolution):
             waypoints = self._sample(entry, exit_, resolution)
             u, v = self._node(entry.transform.location), self._node(exit_.transform.location)
             option = self._option(entry, exit_) if entry.is_junction else RoadOption.LANEFOLLOW
             length = sum(a.transform.location.distance(b.transform.location) for a, b in zip(waypoints, waypoints[1:]))
             self.out_edges.setdefault(u, []).append(len(self.edges))
             self.edges.append(LaneEdge(u, v, waypoints, option, length))
+
+    @staticmethod
+    def _dead_end_lanes(world_map: carla.Map, resolution: float) -> list[tuple[carla.Waypoint, carla.Waypoint]]:
+        """(entry, exit) of driving lanes that `get_topology()` leaves out: those running to a map end."""
+        covered = {(entry.road_id, entry.section_id, entry.lane_id) for entry, _ in world_map.get_topology()}
+        found, segments = set(), []
+        for waypoint in world_map.generate_waypoints(resolution):
+            key = (waypoint.road_id, waypoint.section_id, waypoint.lane_id)
+            if key in covered or key in found or waypoint.lane_type != carla.LaneType.Driving:
+                continue
+            found.add(key)
+            same = lambda ws: [w for w in ws if (w.road_id, w.section_id, w.lane_id) == key]  # noqa: E731
+            entry, exit_ = waypoint, waypoint
+            while back := same(entry.previous(resolution)):
+                entry = back[0]
+            while ahead := same(exit_.next(resolution)):
+                exit_ = ahead[0]
+            segments.append((entry, exit_))
+        return segments
 
     def _node(self, location: carla.Location) -> int:
         key = (round(location.x * 10), round(location.y * 10), round(location.z * 10))
@@ -272,6 +291,8 @@ def route_from_length(world_map: carla.Map, start: carla.Location, length: float
             edge = choices[int(rng.integers(len(choices)))]
         parts.append((graph.edges[edge].waypoints, graph.edges[edge].option))
         travelled += graph.edges[edge].length
+    if sum(len(w) for w, _ in parts) < 2:
+        raise RouteError(f"no lane ahead of {start}: the lane ends there")
     route = _assemble(parts)
     if route.length > length:
         cut = route.index_at(length) + 1
