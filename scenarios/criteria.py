@@ -66,7 +66,6 @@ class EpisodeCriteria:
         self.progress_s = 0.0
         self.distance_driven = 0.0
         self.outside_distance = 0.0
-        self._start_time: float | None = None
         self._start_frame: int | None = None
         self._last_location: carla.Location | None = None
         self._stopped_since: float | None = None
@@ -97,13 +96,17 @@ class EpisodeCriteria:
         return [min(100.0, 100.0 * ego / traffic) if n and traffic > 0 else 100.0
                 for ego, traffic, n in self._quarter_speeds]
 
+    def _elapsed(self, snapshot: carla.WorldSnapshot) -> float:
+        """Seconds since the route started, counted in ticks (differences of the world's absolute clock
+        round differently depending on how long the world ran before, which would move thresholds a tick)."""
+        return (snapshot.frame - (self._start_frame or snapshot.frame)) * snapshot.timestamp.delta_seconds
+
     def record(self, kind: str, snapshot: carla.WorldSnapshot, detail: dict | None = None) -> Infraction:
         """Add an infraction; scenarios use it for scenario timeouts and failures to yield."""
         if kind not in KINDS:
             raise ValueError(f"unknown infraction kind {kind!r}; expected one of {', '.join(KINDS)}")
         location = self.ego.get_location()
-        elapsed = snapshot.timestamp.elapsed_seconds - (self._start_time or 0.0)
-        infraction = Infraction(kind, snapshot.frame - (self._start_frame or 0), elapsed,
+        infraction = Infraction(kind, snapshot.frame - (self._start_frame or 0), self._elapsed(snapshot),
                                 (location.x, location.y, location.z), detail or {})
         self.infractions.append(infraction)
         if kind in ENDS_ROUTE and self.done is None:
@@ -114,9 +117,9 @@ class EpisodeCriteria:
     def update(self, snapshot: carla.WorldSnapshot) -> list[Infraction]:
         """Judge the tick that produced `snapshot`; returns the infractions it added."""
         before = len(self.infractions)
-        now = snapshot.timestamp.elapsed_seconds
-        if self._start_time is None:
-            self._start_time, self._start_frame = now, snapshot.frame
+        if self._start_frame is None:
+            self._start_frame = snapshot.frame
+        now = self._elapsed(snapshot)
         ego_state = snapshot.find(self.ego.id)
         location = ego_state.get_transform().location
         speed = ego_state.get_velocity().length()
@@ -206,7 +209,7 @@ class EpisodeCriteria:
                 self.record("vehicle_blocked", snapshot, {"stopped_s": round(now - self._stopped_since, 1)})
         else:
             self._stopped_since = None
-        if now - self._start_time >= self.timeout_s and self.done is None:
+        if now >= self.timeout_s and self.done is None:
             self.record("route_timeout", snapshot, {"timeout_s": self.timeout_s})
 
     def _close_route(self, snapshot) -> None:

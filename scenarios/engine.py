@@ -53,7 +53,7 @@ class ScenarioRun:
         self._client: carla.Client | None = None
         self._actor_ids: list[int] = []
         self._lights: LightIndex | None = None
-        self._start_time: float | None = None
+        self._start_frame: int | None = None
         self._ego_s = 0.0
         self._event_keys: set[str] = set()
         self._mover_ids: list[int] = []  # the ego's and the scenario's vehicles and walkers
@@ -90,7 +90,7 @@ class ScenarioRun:
     def setup(self, client: carla.Client, world: carla.World, ego: carla.Vehicle, route: Route) -> None:
         """Spawn every actor in one batch, hold the ego's lights green if asked, and prepare the runners."""
         self._client, self.events, self.runners, self._event_keys = client, [], [], set()
-        self._start_time, self._ego_s = None, 0.0
+        self._start_frame, self._ego_s = None, 0.0
         library = world.get_blueprint_library()
         commands = []
         for actor in self.compiled.actors:
@@ -122,9 +122,11 @@ class ScenarioRun:
 
     # -------------------------------------------------------------------------------------- hook: ticks
     def tick(self, world: carla.World, ego: carla.Vehicle, snapshot: carla.WorldSnapshot) -> None:
-        now = snapshot.timestamp.elapsed_seconds
-        if self._start_time is None:
-            self._start_time = now
+        # Scenario time counts ticks: differences of the world's absolute clock round differently
+        # depending on how long the world ran before the episode, and triggers would fire a tick apart.
+        if self._start_frame is None:
+            self._start_frame = snapshot.frame
+        elapsed = (snapshot.frame - self._start_frame) * snapshot.timestamp.delta_seconds
         ego_state = snapshot.find(ego.id)
         ego_location = ego_state.get_transform().location
         route = self.compiled.route
@@ -133,7 +135,7 @@ class ScenarioRun:
         commands = []
         for runner in self.runners:
             ctx = TriggerContext(route, ego_location, ego_state.get_velocity().length(), self._ego_s,
-                                 now - self._start_time, 0.0, self._event_keys,
+                                 elapsed, 0.0, self._event_keys,
                                  runner.last_location or runner.spec.transform.location, runner.spec.route_s)
             command = runner.tick(ctx, w, self.events)
             if command is not None:
