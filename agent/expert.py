@@ -28,7 +28,7 @@ KMH = 1.0 / 3.6
 
 @dataclass(frozen=True)
 class ExpertConfig:
-    speed_limit_kmh: float = 40.0  # until the scenario sets the route's own (set_speed_limit)
+    speed_limit_kmh: float = 40.0  # without a scenario; a scenario's `ego.speed_limit` takes precedence
     horizon_s: float = 3.0  # how far ahead obstacles are forecast
     forecast_step_s: float = 0.2
     corridor_margin_m: float = 0.4  # added to both half-widths
@@ -58,16 +58,14 @@ class Expert:
 
     def __init__(self, env, cfg: ExpertConfig | None = None) -> None:
         self.env, self.cfg = env, cfg or ExpertConfig()
-        self.speed_limit = self.cfg.speed_limit_kmh * KMH
         self.idm = IDM(time_headway=self.cfg.idm_headway_s, min_gap=self.cfg.idm_min_gap_m, comfort_decel=4.0)
         self.speed_control = SpeedController()
-        self.reset()
-
-    def set_speed_limit(self, kmh: float) -> None:
-        """The route's speed limit (the scenario file's `ego.speed_limit`)."""
-        self.speed_limit = kmh * KMH
+        self._route_id: int | None = None  # the first act() of an episode resets the expert
 
     def reset(self) -> None:
+        """Call after `env.reset()`: takes the episode scenario's speed limit when it has one."""
+        scenario = self.env.unwrapped.privileged.scenario
+        self.speed_limit = getattr(scenario, "speed_limit_kmh", self.cfg.speed_limit_kmh) * KMH
         self.speed_control.reset()
         self._s = 0.0
         self._shift = 0.0  # lateral offset of the path from the route (m, + right), while passing

@@ -54,6 +54,7 @@ class Privileged:
     ego: carla.Vehicle
     route: Route
     criteria: EpisodeCriteria
+    scenario: object | None  # the episode's ScenarioHook (e.g. for its speed limit), None without one
 
 
 def env_config(cfg: DictConfig | dict | None = None, **overrides: Any) -> DictConfig:
@@ -276,7 +277,8 @@ class DrivingEnv(gym.Env):
 
     @property
     def privileged(self) -> Privileged:
-        return Privileged(self._client, self._world, self._world.get_map(), self._ego, self._route, self._criteria)
+        return Privileged(self._client, self._world, self._world.get_map(), self._ego, self._route, self._criteria,
+                          self._scenario)
 
     # ---------------------------------------------------------------------------------------- clean-up
     def _cleanup(self) -> None:

@@ -56,7 +56,6 @@ def preview(cfg: DictConfig) -> int:
     video = None
     try:
         obs, info = env.reset(seed=int(cfg.seed), options={"scenario": run})
-        expert.set_speed_limit(run.speed_limit_kmh)
         expert.reset()
         picture_written = False
         for _ in range(int(cfg.max_steps)):

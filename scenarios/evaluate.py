@@ -60,8 +60,6 @@ def run_episode(env: DrivingEnv, agent, budget: ComputeBudget, episode: Episode)
     run = ScenarioRun(episode.scenario, episode.seed)
     started = time.monotonic()
     obs, info = env.reset(seed=episode.seed, options={"scenario": run})
-    if hasattr(agent, "set_speed_limit"):
-        agent.set_speed_limit(run.speed_limit_kmh)
     agent.reset()
     budget.reset()
     priv = env.unwrapped.privileged
