@@ -4,7 +4,8 @@
     slimdrive bench server vehicles=50 walkers=50
     slimdrive bench policy out=bench.json
 
-Every argument after the subcommand is a Hydra override (`key=value`, `+key=value`, `group=option`).
+Every argument after the subcommand is a Hydra override (`key=value`, `+key=value`, `group=option`), except
+bare paths, which fill the command's `paths` (or single `path`) field: `slimdrive scenario validate a.yaml dir/`.
 Commands that write files print where they wrote them.
 """
 from __future__ import annotations
@@ -37,6 +38,22 @@ def load_config(config_name: str, overrides: list[str]):
         return compose(config_name=config_name, overrides=overrides)
 
 
+def _positional_paths(config_name: str, arguments: list[str]) -> list[str]:
+    """Turn bare arguments into the `paths=[...]` (or `path=...`) override of commands that take files."""
+    from hydra.errors import HydraException
+
+    bare = [a for a in arguments if "=" not in a]
+    if not bare:
+        return arguments
+    keys = load_config(config_name, [])
+    rest = [a for a in arguments if "=" in a]
+    if "paths" in keys:
+        return rest + [f"paths=[{','.join(bare)}]"]
+    if "path" in keys and len(bare) == 1:
+        return rest + [f"path={bare[0]}"]
+    raise HydraException(f"unexpected argument(s) {' '.join(bare)}: use key=value")
+
+
 def _usage() -> str:
     names = "\n".join("  slimdrive " + " ".join(words) + " [key=value ...]" for words in COMMANDS)
     return f"usage:\n{names}\n\nArguments after the command are Hydra overrides of conf/<command>.yaml."
@@ -56,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     from hydra.errors import HydraException
 
     try:
+        overrides = _positional_paths(config_name, overrides)
         cfg = load_config(config_name, overrides)
     except HydraException as exc:
         print(f"slimdrive {' '.join(key)}: bad override: {exc}\n(see conf/{config_name}.yaml)", file=sys.stderr)
