@@ -51,18 +51,19 @@ class Simulator:
         self.traffic_managers: dict[int, tuple[str, int]] = {}
         self.on_tick: Callable[[list[tuple[int, bytes]]], None] = lambda messages: None
 
-    def _new_world(self, name: str, xodr: str) -> World:
+    def _new_world(self, name: str, xodr: str, first_stream_id: int = pr.WORLD_OBSERVER_STREAM + 1) -> World:
         if name == GENERATED_MAP_NAME:
             network = maps.RoadNetwork.from_xodr(xodr, name)
         else:
             network = maps.load_network(self.maps[name])
-        world = World(network, name, xodr, episode_id=self._episode_counter, port=self.port)
+        world = World(network, name, xodr, episode_id=self._episode_counter, port=self.port,
+                      first_stream_id=first_stream_id)
         self._episode_counter += 1
         return world
 
     def _switch(self, name: str, xodr: str, reset_settings: bool) -> None:
         previous = self.world
-        self.world = self._new_world(name, xodr)
+        self.world = self._new_world(name, xodr, first_stream_id=previous.next_stream_id)
         if not reset_settings:
             self.world.settings = previous.settings
         self.world.map_changed = (name, xodr) != (previous.map_name, previous.xodr)

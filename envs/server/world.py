@@ -72,7 +72,8 @@ class TickOutput:
 
 
 class World:
-    def __init__(self, network, map_name: str, xodr: str, episode_id: int = 1, port: int = 2000):
+    def __init__(self, network, map_name: str, xodr: str, episode_id: int = 1, port: int = 2000,
+                 first_stream_id: int = WORLD_OBSERVER_STREAM + 1):
         self.network = network
         self.map_name = map_name
         self.xodr = xodr
@@ -86,7 +87,7 @@ class World:
         self.map_changed = True  # the first state of an episode announces its map
         self.actors: dict[int, Actor] = {}
         self._next_id = 1
-        self._next_stream = WORLD_OBSERVER_STREAM + 1
+        self.next_stream_id = first_stream_id  # unique across episodes: old listeners never get new sensors' data
         self.streams: dict[int, Actor] = {}
         self.light_groups: list[LightGroup] = []
         self._volumes = None  # cached traffic-light trigger boxes, see _trigger_volumes
@@ -148,8 +149,8 @@ class World:
         if blueprint.kind == "sensor":
             actor.sensor = make_sensor_model(actor.blueprint.id, actor.attribute)
             if actor.sensor is not None:
-                actor.stream_id = self._next_stream
-                self._next_stream += 1
+                actor.stream_id = self.next_stream_id
+                self.next_stream_id += 1
                 self.streams[actor.stream_id] = actor
         return actor
 
