@@ -180,7 +180,8 @@ def run(cfg: DictConfig) -> int:
     agent = make_agent(str(cfg.agent), env, cfg)
     budget = ComputeBudget(BudgetConfig.from_cfg(cfg.budget), env.fixed_delta_seconds)
     budget.check(agent.footprint())
-    todo = [e for e in episodes if e.key not in done]
+    # Grouped by map (stable, so suite order holds within a map): each map switch reloads the world.
+    todo = sorted((e for e in episodes if e.key not in done), key=lambda e: str(e.scenario.scenario.map))
     if done:
         print(f"resuming: {len(done)} episodes already in {log}, {len(todo)} to run")
     try:
