@@ -61,7 +61,8 @@ class PiecewiseCubic:
         starts = np.array([p.s0 for p in self.pieces])
         return np.clip(np.searchsorted(starts, s, side="right") - 1, 0, len(self.pieces) - 1)
 
-    def value(self, s: np.ndarray | float) -> np.ndarray:
+    def _evaluate(self, s: np.ndarray | float, method: str) -> np.ndarray:
+        """Evaluate each piece's `method` ("value" or "slope") on the s values that fall in it."""
         s = np.asarray(s, dtype=float)
         if not self.pieces:
             return np.zeros_like(s)
@@ -69,19 +70,14 @@ class PiecewiseCubic:
         out = np.empty_like(s)
         for i, piece in enumerate(self.pieces):
             mask = idx == i
-            out[mask] = piece.value(s[mask])
+            out[mask] = getattr(piece, method)(s[mask])
         return out
 
+    def value(self, s: np.ndarray | float) -> np.ndarray:
+        return self._evaluate(s, "value")
+
     def slope(self, s: np.ndarray | float) -> np.ndarray:
-        s = np.asarray(s, dtype=float)
-        if not self.pieces:
-            return np.zeros_like(s)
-        idx = self._index(s)
-        out = np.empty_like(s)
-        for i, piece in enumerate(self.pieces):
-            mask = idx == i
-            out[mask] = piece.slope(s[mask])
-        return out
+        return self._evaluate(s, "slope")
 
 
 @dataclass(frozen=True)

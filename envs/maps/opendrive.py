@@ -142,29 +142,25 @@ def _where(el: ET.Element, road: int | None) -> str:
     return f"<{el.tag}>" + (f" of road {road}" if road is not None else "")
 
 
-def _float(el: ET.Element, attr: str, road: int | None = None, default: float | None = None) -> float:
+def _number(el: ET.Element, attr: str, road: int | None, default, kind, what: str):
     raw = el.get(attr)
     if raw is None or raw.strip() == "":
         if default is not None:
             return default
         raise MapError(f"{_where(el, road)}: missing attribute '{attr}'")
     try:
-        return float(raw)
+        return kind(raw)
     except ValueError:
-        raise MapError(f"{_where(el, road)}: attribute '{attr}'={raw!r} is not a number") from None
+        raise MapError(f"{_where(el, road)}: attribute '{attr}'={raw!r} is not {what}") from None
+
+
+def _float(el: ET.Element, attr: str, road: int | None = None, default: float | None = None) -> float:
+    return _number(el, attr, road, default, float, "a number")
 
 
 def _int(el: ET.Element, attr: str, road: int | None = None, default: int | None = None) -> int:
-    raw = el.get(attr)
-    if raw is None or raw.strip() == "":
-        if default is not None:
-            return default
-        raise MapError(f"{_where(el, road)}: missing attribute '{attr}'")
-    try:
-        return int(raw)
-    except ValueError:
-        raise MapError(f"{_where(el, road)}: attribute '{attr}'={raw!r} is not an integer "
-                       "(CARLA's client needs numeric road, lane and junction ids)") from None
+    return _number(el, attr, road, default, int,
+                   "an integer (CARLA's client needs numeric road, lane and junction ids)")
 
 
 def _cubics(els: list[ET.Element], s_attr: str, road: int) -> PiecewiseCubic:
