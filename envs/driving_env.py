@@ -214,10 +214,11 @@ class DrivingEnv(gym.Env):
         snapshot = self._world.get_snapshot()
         if snapshot.frame != frame:
             raise RuntimeError(f"world.tick() returned frame {frame} but the snapshot is frame {snapshot.frame}")
+        # Images first: waiting for this frame's camera streams also gives the collision stream time to arrive.
+        images = self._cameras.read(frame, timeout=float(self.cfg.sensor_timeout_s))
         if self._scenario is not None:
             self._scenario.tick(self._world, self._ego, snapshot)
         new = self._criteria.update(snapshot)
-        images = self._cameras.read(frame, timeout=float(self.cfg.sensor_timeout_s))
         self.frame = frame
         self._steps += 1
         self._last_obs = self._observation(snapshot, images)

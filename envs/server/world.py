@@ -235,8 +235,10 @@ class World:
         self._update_children()
         for group in self.light_groups:
             group.step(dt)
-        messages = [(WORLD_OBSERVER_STREAM, self.episode_state(dt))]
-        messages += self._sensor_messages(contacts, dt)
+        # Sensor data goes out before the episode state: `world.tick()` returns on the state, and event
+        # sensors (collisions) cannot be waited for, so their data should already be on its way by then.
+        messages = self._sensor_messages(contacts, dt)
+        messages.append((WORLD_OBSERVER_STREAM, self.episode_state(dt)))
         return TickOutput(self.frame, messages)
 
     def _movable(self, kind: str) -> list[Actor]:
