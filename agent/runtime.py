@@ -19,7 +19,7 @@ float32 ``F.linear``; a fake-quant layer (unpack, float matmul) is by constructi
 
 Agreement with the training graph (`BitLinear` with ``quant="ternary"``): the integer part is exact; the norm
 and the scales are float32 in a different summation order, so an activation that lies within float rounding
-of a .5 boundary can round the other way. See `TOLERANCE`; `tests/agent/test_runtime.py` checks it.
+of a .5 boundary can round the other way. See `TOLERANCE` and `NETWORK_TOLERANCE`; `tests/agent/test_runtime.py` checks it.
 There is no pure-PyTorch fallback: on a CPU without AVX2 `load_kernel` raises, and the fake-quant graph (same
 numbers, float speed) is what runs there.
 """
@@ -37,12 +37,14 @@ from torch import nn
 from agent.bitlinear import BitLinear
 from agent.model import Block, DrivingNet
 
-# max |runtime - training graph| / max |training graph|, checked per layer and for a trained network's outputs
-# (measured: ~1e-6 per layer, ~3e-5 for the tiny trained test network). An activation that float rounding
-# flips to the neighbouring int8 code moves an output by one quantization step, well below this bound; but
-# an untrained network (random weights) amplifies such flips layer after layer, so there only the per-layer
-# bound holds (the default random-weight net differs by up to ~5% at its outputs).
+# max |runtime - training graph| / max |training graph|. Per layer (measured ~1e-6): only float rounding.
 TOLERANCE = 1e-3
+# The same at a trained network's outputs. When float rounding flips an activation to its neighbouring int8
+# code, that token's layer output moves by one quantization step (up to 1/127 ~ 0.8 % of its range) and the
+# move propagates; most batches show ~1e-5, one with a flip 1.3e-3 (waypoints) and 2.4e-3 (target speed) on an
+# AVX-512 Xeon whose float kernels sum in another order. An untrained, random-weight network amplifies flips
+# layer after layer (up to ~5 %), so there only the per-layer bound holds.
+NETWORK_TOLERANCE = 1e-2
 
 _KERNEL_SOURCE = r"""
 // slimdrive packed runtime: RMSNorm + int8 activations x 2-bit ternary weights, x86-64 with AVX2 (no VNNI needed).

@@ -7,7 +7,7 @@ import torch
 from agent.bitlinear import BitLinear, weight_quant
 from agent.export import load_packed, export_packed, pack_ternary
 from agent.model import DrivingNet
-from agent.runtime import TOLERANCE, PackedBitLinear, load_kernel
+from agent.runtime import NETWORK_TOLERANCE, TOLERANCE, PackedBitLinear, load_kernel
 from conftest import tiny_batch
 
 
@@ -31,12 +31,14 @@ def test_packed_layer_matches_the_fake_quant_layer(rows: int, in_features: int, 
 
 def test_packed_network_matches_the_training_graph(trained_tiny: DrivingNet, tmp_path) -> None:
     runtime = load_packed(export_packed(trained_tiny, tmp_path / "policy.safetensors"))
-    batch = tiny_batch(4, seed=2)
-    inputs = (batch["cameras"], batch["speed"], batch["target_point"], batch["command"])
-    with torch.inference_mode():
-        expected, found = trained_tiny(*inputs), runtime(*inputs)
-    for name in expected:
-        assert (found[name] - expected[name]).abs().max() <= TOLERANCE * expected[name].abs().max(), name
+    for seed in range(4):  # several batches: one of them shows an activation flipped by float rounding here
+        batch = tiny_batch(4, seed=seed)
+        inputs = (batch["cameras"], batch["speed"], batch["target_point"], batch["command"])
+        with torch.inference_mode():
+            expected, found = trained_tiny(*inputs), runtime(*inputs)
+        for name in expected:
+            error = (found[name] - expected[name]).abs().max()
+            assert error <= NETWORK_TOLERANCE * expected[name].abs().max(), (seed, name)
 
 
 def test_relayout_puts_every_code_where_the_kernel_reads_it() -> None:
