@@ -1,7 +1,8 @@
 """`slimdrive bench policy`: the packed ternary runtime against the training graph and the float twins.
 
 One run measures, for four variants of the same architecture (``conf/model``), batch 1, eight cameras at the
-configured resolution, ``DrivingPolicy.act`` end to end (validation, network, controllers):
+configured resolution, ``DrivingPolicy.act`` end to end (validation, network, controllers), the variants taking
+turns call by call:
 
 * ``packed``: the exported file loaded on the ternary runtime (`agent.runtime`);
 * ``fake_quant``: the ternary training graph (`BitLinear` with straight-through quantization, float matmuls);
@@ -59,15 +60,20 @@ def _observation(cfg: ModelConfig, rng: np.random.Generator) -> dict[str, Any]:
     }
 
 
-def _latency_ms(policy: DrivingPolicy, obs: dict[str, Any], warmup: int, iterations: int) -> list[float]:
-    policy.reset()
-    for _ in range(warmup):
-        policy.act(obs)
-    times = []
+def _latency_ms(policies: dict[str, DrivingPolicy], obs: dict[str, Any], warmup: int,
+                iterations: int) -> dict[str, list[float]]:
+    """Per variant, the wall time of each `act` call. The variants take turns, one call each per round, so
+    that a change of machine load during the run touches them all alike and their ratios stay fair."""
+    times: dict[str, list[float]] = {name: [] for name in policies}
+    for policy in policies.values():
+        policy.reset()
+        for _ in range(warmup):
+            policy.act(obs)
     for _ in range(iterations):
-        start = time.perf_counter()
-        policy.act(obs)
-        times.append((time.perf_counter() - start) * 1e3)
+        for name, policy in policies.items():
+            start = time.perf_counter()
+            policy.act(obs)
+            times[name].append((time.perf_counter() - start) * 1e3)
     return times
 
 
@@ -102,9 +108,10 @@ def run(cfg: DictConfig) -> int:
 
     obs = _observation(ternary_cfg, np.random.default_rng(int(cfg.seed)))
     variants: dict[str, dict[str, Any]] = {}
+    latencies = _latency_ms(policies, obs, warmup, iterations)
     for name, policy in policies.items():
         footprint = policy.footprint()
-        times = _latency_ms(policy, obs, warmup, iterations)
+        times = latencies[name]
         p50 = float(np.percentile(times, 50))
         variants[name] = {
             "latency_ms_p50": round(p50, 3),

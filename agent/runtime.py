@@ -4,17 +4,20 @@
 heads, residuals) runs unchanged in float32, so the runtime and the training graph are one model definition.
 Its weights stay packed in memory, four codes per byte exactly as in the exported file (see `agent.export`).
 
-The kernel is C++ with AVX2 intrinsics, compiled once with the system compiler through
+The kernel is C++ with SIMD intrinsics, compiled once with the system compiler through
 `torch.utils.cpp_extension.load` and cached (``$SLIMDRIVE_KERNEL_DIR``, default
-``<tmp>/slimdrive-kernels-<uid>``; first build about 15 s). One call per layer does, in one OpenMP region
-(torch's thread count): RMSNorm and absmax int8 quantization per token, then, per panel of 16 outputs whose
-2-bit codes (pre-arranged at load time by `relayout`, same bytes) are unpacked with two SIMD ops per 32 codes,
-a 4-token x 16-output register tile: vpmaddubsw of the codes (w + 1) against a vpbroadcastd of 4 activations,
-int16 partial sums widened to int32 every 128 inputs (no overflow possible), then both scales and an optional
-fused epilogue (squared ReLU for ``up``, the residual addition for ``proj``/``down``; `PackedBlock`).
+``<tmp>/slimdrive-kernels-<uid>``; first build about 15 s) for the best instruction set of the CPU
+(`kernel_isa`: ``avx512_vnni`` or ``avx2``; ``$SLIMDRIVE_KERNEL_ISA=avx2`` forces the other build). One call per
+layer does, in one OpenMP region (torch's thread count): RMSNorm and absmax int8 quantization per token, then,
+per panel of outputs whose 2-bit codes (pre-arranged at load time by `relayout`, same bytes) are unpacked with
+two SIMD ops per 32 codes, a register tile of tokens x outputs that multiplies the codes (w + 1) by a
+vpbroadcastd of 4 activations: with AVX-512 VNNI, an 8-token x 32-output tile of vpdpbusd adding straight into
+int32; with AVX2, a 4-token x 16-output tile of vpmaddubsw with int16 partial sums widened to int32 every 128
+inputs (no overflow possible). Then both scales and an optional fused epilogue (squared ReLU for ``up``, the
+residual addition for ``proj``/``down``; `PackedBlock`).
 
-Why this kernel rather than the alternatives, measured on the 2-core AMD EPYC (AVX2, no VNNI) this project
-targets: ``torch._int_mm`` (oneDNN) takes 18-40 ms for one 256x192x576 product there, 40-80x slower than
+Why this kernel rather than the alternatives, measured on the 2-core AMD EPYC (AVX2, no VNNI) the project
+started on: ``torch._int_mm`` (oneDNN) takes 18-40 ms for one 256x192x576 product there, 40-80x slower than
 float32 ``F.linear``; a fake-quant layer (unpack, float matmul) is by construction no faster than float32.
 
 Agreement with the training graph (`BitLinear` with ``quant="ternary"``): the integer part is exact; the norm
@@ -47,18 +50,19 @@ TOLERANCE = 1e-3
 NETWORK_TOLERANCE = 1e-2
 
 _KERNEL_SOURCE = r"""
-// slimdrive packed runtime: RMSNorm + int8 activations x 2-bit ternary weights, x86-64 with AVX2 (no VNNI needed).
+// slimdrive packed runtime: RMSNorm + int8 activations x 2-bit ternary weights, x86-64 with AVX2 or AVX-512 VNNI.
 //
 // y[m, n] = sum_k q[m, k] * w[n, k] * dequant[m] * w_scale, with q = round(rmsnorm(x) * 127 / max|.|) per
-// token and w in {-1, 0, +1}. vpmaddubsw multiplies unsigned codes c = w + 1 in {0, 1, 2} by the signed
-// activations; subtracting sum_k q[m, k] once per token gives sum_k w q exactly: sum((w + 1) q) - sum(q).
+// token and w in {-1, 0, +1}. vpmaddubsw (vpdpbusd) multiplies unsigned codes c = w + 1 in {0, 1, 2} by the
+// signed activations; subtracting sum_k q[m, k] once per token gives sum_k w q exactly: sum((w + 1) q) - sum(q).
 //
 // Weight layout (`relayout` in agent/runtime.py builds it once at load time; still 2 bits per weight):
 // outputs in groups of 8 ("octs"), inputs in chunks of 16. One 32-byte block per (oct, chunk); bits 2s..2s+1
 // of byte 4o + j hold the code of output 8g + o, input 16t + 4s + j. So `(block >> 2s) & 3` is, for the four
 // inputs 4(4t + s) .. +3, the codes of the oct's 8 outputs, four consecutive bytes per output: exactly what
-// vpmaddubsw needs against one broadcast 32-bit group of four activations. The int16 pair sums of output o
-// sit in lanes 2o and 2o + 1; vpmaddwd with ones adds them into int32 lane o.
+// vpmaddubsw and vpdpbusd need against one broadcast 32-bit group of four activations. With vpmaddubsw the
+// int16 pair sums of output o sit in lanes 2o and 2o + 1, and vpmaddwd with ones adds them into int32 lane o;
+// vpdpbusd adds all four products into int32 lane o itself.
 #include <ATen/core/Tensor.h>
 #include <ATen/Parallel.h>
 #include <ATen/ops/empty.h>
@@ -73,9 +77,16 @@ _KERNEL_SOURCE = r"""
 namespace {
 
 // per step (4 inputs) an int16 lane adds one pair sum in [-512, 508]; 32 steps stay within +-16384
+#if defined(__AVX512VNNI__)
+// AVX-512 VNNI: vpdpbusd multiplies four codes by four activations and adds them into an int32 lane in one
+// instruction (no int16 stage to flush); one zmm holds two octs (16 outputs), 32 registers hold an 8 x 32 tile.
+constexpr int MR = 8;                  // tokens per micro-tile
+constexpr int NV = 4;                  // octs per micro-tile: 8 x 2 zmm int32 accumulators in registers
+#else
 constexpr int64_t KFLUSH = 128;
 constexpr int MR = 4;                  // tokens per micro-tile
 constexpr int NV = 2;                  // octs per micro-tile: 4 x 2 int16 accumulators in registers
+#endif
 constexpr int64_t PANEL = 8 * NV;      // outputs per panel (unpacked once into L1, reused by every token)
 constexpr int64_t MAX_K = 4096;
 
@@ -163,6 +174,45 @@ void unpack_panel(const uint8_t* packed, int64_t k, int64_t g0, uint8_t* panel) 
   }
 }
 
+#if defined(__AVX512VNNI__)
+template <int R>
+void panel_tile(const Operands& op, const uint8_t* panel, int64_t m0, int64_t n0) {
+  constexpr int Z = NV / 2;  // zmm per panel row
+  const int64_t k = op.k;
+  __m512i acc[R][Z];
+  for (int r = 0; r < R; ++r)
+    for (int z = 0; z < Z; ++z) acc[r][z] = _mm512_setzero_si512();
+  const int8_t* qrow[R];
+  for (int r = 0; r < R; ++r) qrow[r] = op.q + (m0 + r) * k;
+  for (int64_t i = 0; i < k; i += 4) {
+    const uint8_t* w = panel + (i / 4) * NV * 32;
+    __m512i wv[Z];
+    for (int z = 0; z < Z; ++z) wv[z] = _mm512_load_si512(w + 64 * z);
+    for (int r = 0; r < R; ++r) {
+      int32_t quad;
+      std::memcpy(&quad, qrow[r] + i, sizeof(quad));
+      const __m512i x = _mm512_set1_epi32(quad);
+      for (int z = 0; z < Z; ++z) acc[r][z] = _mm512_dpbusd_epi32(acc[r][z], wv[z], x);
+    }
+  }
+  const __m512 zero = _mm512_setzero_ps();
+  for (int r = 0; r < R; ++r) {
+    const int64_t m = m0 + r;
+    const __m512i q_sum = _mm512_set1_epi32(op.q_sum[m]);
+    const __m512 scale = _mm512_set1_ps(op.dequant[m] * op.w_scale);
+    for (int z = 0; z < Z; ++z) {
+      const int64_t at = m * op.n_out + n0 + 16 * z;
+      __m512 y = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(acc[r][z], q_sum)), scale);
+      if (op.epilogue == kReluSquare) {
+        y = _mm512_max_ps(y, zero);
+        y = _mm512_mul_ps(y, y);
+      }
+      if (op.residual) y = _mm512_add_ps(_mm512_loadu_ps(op.residual + at), y);
+      _mm512_storeu_ps(op.y + at, y);
+    }
+  }
+}
+#else
 template <int R>
 void panel_tile(const Operands& op, const uint8_t* panel, int64_t m0, int64_t n0) {
   const int64_t k = op.k;
@@ -211,6 +261,7 @@ void panel_tile(const Operands& op, const uint8_t* panel, int64_t m0, int64_t n0
     }
   }
 }
+#endif
 
 template <int R>
 void finish_rows(const Operands& op, const uint8_t* panel, int64_t m0, int64_t rows, int64_t n0) {
@@ -264,7 +315,7 @@ at::Tensor bitlinear(const at::Tensor& x, const at::Tensor& gain, double eps, co
     for (int64_t r = 0; r < m_rows; ++r)
       norm_quantize_row(xp + r * k, gp, k, static_cast<float>(eps), q.data_ptr<int8_t>() + r * k,
                         q_sum.data_ptr<int32_t>() + r, dequant.data_ptr<float>() + r);
-    alignas(32) uint8_t panel[PANEL * MAX_K];
+    alignas(64) uint8_t panel[PANEL * MAX_K];
 #pragma omp for schedule(static)
     for (int64_t t = 0; t < panels; ++t) {
       const int64_t n0 = t * PANEL;
@@ -286,6 +337,13 @@ TORCH_LIBRARY(slimdrive_ternary, m) {
 
 _loaded = False
 
+# Instruction sets the kernel is compiled for: the compiler flags of each. "avx512_vnni" takes vpdpbusd on zmm
+# registers (16 outputs x 4 inputs per instruction), "avx2" vpmaddubsw with an int16 stage.
+ISA_FLAGS = {
+    "avx2": ["-mavx2", "-mfma"],
+    "avx512_vnni": ["-mavx2", "-mfma", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512vnni"],
+}
+
 
 def kernel_dir() -> Path:
     """Where the compiled kernel is cached (``$SLIMDRIVE_KERNEL_DIR`` or a per-user folder in the temp dir)."""
@@ -293,20 +351,33 @@ def kernel_dir() -> Path:
     return Path(os.environ.get("SLIMDRIVE_KERNEL_DIR", default))
 
 
-def load_kernel() -> None:
-    """Compile (first time only) and register ``torch.ops.slimdrive_ternary.bitlinear``."""
-    global _loaded
-    if _loaded:
-        return
+def kernel_isa() -> str:
+    """The instruction set the kernel is built for: the best this CPU has, or ``$SLIMDRIVE_KERNEL_ISA``."""
     capability = torch.backends.cpu.get_cpu_capability()
     if capability not in ("AVX2", "AVX512"):
         raise RuntimeError(
             f"packed ternary runtime: the kernel needs an x86-64 CPU with AVX2, this one reports {capability!r}; "
             "run the fake-quant graph instead (load the weights with agent.export.load_packed(..., runtime=False))"
         )
+    best = "avx512_vnni" if capability == "AVX512" and torch.cpu._is_vnni_supported() else "avx2"
+    isa = os.environ.get("SLIMDRIVE_KERNEL_ISA", best)
+    if isa not in ISA_FLAGS or (isa == "avx512_vnni" and best != isa):
+        raise RuntimeError(
+            f"packed ternary runtime: SLIMDRIVE_KERNEL_ISA={isa!r} is not one this CPU runs; it runs "
+            f"{sorted({'avx2', best})} (unset the variable to take {best!r})"
+        )
+    return isa
+
+
+def load_kernel() -> None:
+    """Compile (first time only) and register ``torch.ops.slimdrive_ternary.bitlinear`` for `kernel_isa()`."""
+    global _loaded
+    if _loaded:
+        return
+    isa = kernel_isa()
     from torch.utils.cpp_extension import load
 
-    digest = hashlib.sha256(_KERNEL_SOURCE.encode()).hexdigest()[:12]
+    digest = hashlib.sha256((_KERNEL_SOURCE + isa).encode()).hexdigest()[:12]
     build_dir = kernel_dir() / digest
     build_dir.mkdir(parents=True, exist_ok=True)
     source = build_dir / "ternary_kernel.cpp"
@@ -316,7 +387,7 @@ def load_kernel() -> None:
     load(
         name=f"slimdrive_ternary_{digest}",
         sources=[str(source)],
-        extra_cflags=["-O3", "-mavx2", "-mfma", "-fopenmp"],
+        extra_cflags=["-O3", "-fopenmp", *ISA_FLAGS[isa]],
         extra_ldflags=["-fopenmp"],
         build_directory=str(build_dir),
         is_python_module=False,

@@ -1,13 +1,17 @@
 """The packed runtime computes what the quantized training graph computes."""
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 
 from agent.bitlinear import BitLinear, weight_quant
 from agent.export import load_packed, export_packed, pack_ternary
 from agent.model import DrivingNet
-from agent.runtime import NETWORK_TOLERANCE, TOLERANCE, PackedBitLinear, load_kernel
+from agent.runtime import NETWORK_TOLERANCE, TOLERANCE, PackedBitLinear, kernel_isa, load_kernel
 from conftest import tiny_batch
 
 
@@ -67,3 +71,22 @@ def test_fused_epilogues_equal_the_separate_float_operations() -> None:
     plain = packed(x)
     assert torch.equal(packed(x, activation="relu_square"), torch.relu(plain).square())
     assert torch.equal(packed(x, residual=residual), residual + plain)
+
+
+def test_every_kernel_build_this_cpu_runs_matches_the_fake_quant_layer() -> None:
+    """The best build is what this process loaded; the AVX2 build (what CPUs without AVX-512 VNNI get) is
+    checked in a fresh process, where `SLIMDRIVE_KERNEL_ISA` selects it."""
+    load_kernel()
+    if kernel_isa() == "avx2":
+        pytest.skip("this CPU runs only the avx2 build, which the tests above checked")
+    layer_test = f"{__file__}::test_packed_layer_matches_the_fake_quant_layer"
+    env = {**os.environ, "SLIMDRIVE_KERNEL_ISA": "avx2"}
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", layer_test],
+                          env=env, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+
+
+def test_an_isa_this_cpu_lacks_is_refused(monkeypatch) -> None:
+    monkeypatch.setenv("SLIMDRIVE_KERNEL_ISA", "neon")
+    with pytest.raises(RuntimeError, match="SLIMDRIVE_KERNEL_ISA='neon' is not one this CPU runs"):
+        kernel_isa()
