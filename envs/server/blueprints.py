@@ -9,9 +9,9 @@ from dataclasses import dataclass, field
 
 from .protocol import ATTR_BOOL, ATTR_FLOAT, ATTR_INT, ATTR_RGB, ATTR_STRING
 
-# CARLA 0.9.14+ semantic tags (also the semantic camera's ids).
+# CARLA 0.9.14+ semantic tags (`carla.CityObjectLabel`; also the semantic camera's ids).
 TAG = {
-    "road": 1, "sidewalk": 2, "building": 3, "pole": 6, "traffic_light": 7, "vegetation": 9, "sky": 11,
+    "road": 1, "sidewalk": 2, "building": 3, "pole": 6, "traffic_light": 7, "vegetation": 9, "terrain": 10, "sky": 11,
     "pedestrian": 12, "rider": 13, "car": 14, "truck": 15, "bus": 16, "motorcycle": 18, "bicycle": 19,
     "static": 20, "road_line": 24,
 }

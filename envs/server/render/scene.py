@@ -20,7 +20,6 @@ from .boxes import TOP, BoxBuilder, BoxSet
 
 RESOLUTION = 0.1  # m per ground texel: lane lines (0.15 m) stay at least one texel wide
 MARGIN = 60.0  # m of grass drawn around the road network
-TERRAIN = 22  # CARLA's semantic tag for terrain (grass, soil); blueprints.TAG lists only actor tags
 
 ASPHALT, SIDEWALK, KERB, GRASS = (78, 78, 82), (160, 156, 148), (200, 198, 190), (86, 112, 58)
 WHITE, YELLOW = (235, 235, 230), (225, 185, 40)
@@ -143,7 +142,7 @@ def _paint_ground(lanes, junctions, rng: np.random.Generator) -> Ground:
     coarse = rng.normal(0.0, 1.0, (size[1] // 40 + 2, size[0] // 40 + 2)).astype(np.float32)
     tint = cv2.resize(coarse, (int(size[0]), int(size[1])), interpolation=cv2.INTER_CUBIC)[..., None]
     bgr = np.clip(np.array(GRASS[::-1], np.float32) * (1.0 + 0.12 * tint), 0, 255).astype(np.uint8)
-    ground = Ground(bgr, np.full((size[1], size[0]), TERRAIN, np.uint8), float(lo[0]), float(lo[1]), RESOLUTION)
+    ground = Ground(bgr, np.full((size[1], size[0]), TAG["terrain"], np.uint8), float(lo[0]), float(lo[1]), RESOLUTION)
     paint = _Painter(ground)
     polygon = lambda ln: np.concatenate([ln.inner, ln.outer[::-1]])  # noqa: E731
     for ln in lanes:
@@ -206,7 +205,7 @@ class _Placer:
         h, w = ground.tag.shape
         factor = int(round(self.CELL / ground.resolution))
         tag = cv2.resize(ground.tag, (w // factor, h // factor), interpolation=cv2.INTER_NEAREST)
-        self.road = ((tag != TERRAIN)).astype(np.uint8)
+        self.road = (tag != TAG["terrain"]).astype(np.uint8)
         self.used = cv2.dilate(self.road, np.ones((5, 5), np.uint8))  # 1 m clearance from any pavement
         self.x0, self.y0 = ground.x0, ground.y0
 
