@@ -29,7 +29,11 @@ CARLA_WEATHER = tuple(n for n in dir(carla.WeatherParameters) if n[0].isupper())
 WEATHER_PRESETS = CARLA_WEATHER + tuple(EXTRA_WEATHER)
 WEATHER_FIELDS = ("cloudiness", "precipitation", "precipitation_deposits", "wind_intensity", "sun_azimuth_angle",
                   "sun_altitude_angle", "fog_density", "fog_distance", "fog_falloff", "wetness")
-CARLA_TOWN = re.compile(r"^Town\d{2}(_Opt|HD)?$")
+# The towns CARLA 0.9.16 ships: Town01-07 and Town10HD, each also as its layered "_Opt" build, and the large
+# maps Town12, Town13 and Town15 (no "_Opt" build). CARLA_TOWN accepts exactly these names.
+CARLA_TOWNS = tuple(f"{t}{o}" for t in ("Town01", "Town02", "Town03", "Town04", "Town05", "Town06", "Town07",
+                                        "Town10HD") for o in ("", "_Opt")) + ("Town12", "Town13", "Town15")
+CARLA_TOWN = re.compile(r"^(?:%s)$" % "|".join(CARLA_TOWNS))
 
 
 def blueprint_kind(blueprint_id: str) -> str:
@@ -301,7 +305,8 @@ def map_problem(name: str, base: Path) -> str | None:
         return None
     if name.endswith(".xodr"):
         return None if (base / name).is_file() or Path(name).is_file() else f"map file '{name}' not found"
-    return f"unknown map '{name}'; use one of {', '.join(available_maps())}, an .xodr path or a CARLA town (Town10HD_Opt)"
+    return (f"unknown map '{name}'; use one of {', '.join(available_maps())}, an .xodr path or a CARLA 0.9.16 town "
+            f"({', '.join(CARLA_TOWNS)})")
 
 
 __all__ = ["Scenario", "Actor", "Step", "Trigger", "RoutePlacement", "AbsolutePlacement", "Location", "RouteSpec",

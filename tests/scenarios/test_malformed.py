@@ -1,6 +1,7 @@
 """Bad scenario files: each gives exactly one error naming the file, the line, the field and a fix."""
 from __future__ import annotations
 
+import re
 import textwrap
 
 import pytest
@@ -46,6 +47,8 @@ CASES = [
     ("yaml syntax error", GOOD.replace("  - id: walker", "  - id: walker: x"), 6, "", "YAML syntax"),
     ("missing map", GOOD.replace("map: town\n", ""), 1, "map", "required key 'map'"),
     ("unknown map", GOOD.replace("map: town", "map: townn"), 2, "map", "unknown map"),
+    ("CARLA town that does not exist", GOOD.replace("map: town", "map: Town10_Opt"), 2, "map", "Town10HD_Opt"),
+    ("CARLA town without an _Opt build", GOOD.replace("map: town", "map: Town12_Opt"), 2, "map", "unknown map"),
     ("unknown weather", GOOD.replace("map: town", "map: town\nweather: ClearNooon"), 3, "weather", "did you mean"),
     ("two primitives in a step", GOOD.replace("cross: {speed: 2.0}", "cross: {speed: 2.0}\n        idle: {}"), 11,
      "actors[0].behaviour[1]", "exactly one primitive"),
@@ -82,6 +85,18 @@ def test_the_good_file_is_good(tmp_path):
     path.write_text(GOOD)
     (compiled,) = validate_file(path)
     assert compiled.actors[0].route_s == 40.0
+
+
+def test_every_carla_town_the_error_names_is_accepted(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text(GOOD.replace("map: town", "map: Town11"))
+    with pytest.raises(ScenarioError) as caught:
+        validate_file(path)
+    named = re.findall(r"Town\w+", str(caught.value).split("CARLA 0.9.16 town", 1)[1])
+    assert "Town10HD_Opt" in named and "Town01" in named and "Town15" in named
+    for town in named:
+        path.write_text(GOOD.replace("map: town", f"map: {town}"))
+        assert validate_file(path) == []  # schema ok; map checks need a CARLA server for a town
 
 
 def test_validate_command_exits_non_zero_on_a_bad_file(tmp_path, capsys):
