@@ -15,7 +15,7 @@ import numpy as np
 from .protocol import SENSOR_TYPE_ID
 from .render.raster import FAR, Intrinsics
 from .render.renderer import renderer_for
-from .sensors import SensorModel
+from .sensors import SensorModel, number
 
 IMAGE_HEADER = struct.Struct("<IIf")
 MAX_SIDE = 8192  # pixels; CARLA's cameras have no documented cap, this keeps one frame under 256 MiB
@@ -48,13 +48,15 @@ class CameraSensor(SensorModel):
 
     def __init__(self, attribute: Callable[[str, str], str]):
         super().__init__(attribute)
-        width = int(float(attribute("image_size_x", "800")))
-        height = int(float(attribute("image_size_y", "600")))
-        fov = float(attribute("fov", "90"))
-        if not (0 < width <= MAX_SIDE and 0 < height <= MAX_SIDE):
-            raise ValueError(f"camera image size {width}x{height} must be within 1..{MAX_SIDE} pixels a side")
+        width = int(number(attribute, "image_size_x", "800"))
+        height = int(number(attribute, "image_size_y", "600"))
+        fov = number(attribute, "fov", "90")
+        for name, side in (("image_size_x", width), ("image_size_y", height)):
+            if not 0 < side <= MAX_SIDE:
+                raise ValueError(f"attribute '{name}' = {side} is out of range: must be 1..{MAX_SIDE} pixels")
         if not 0.0 < fov < 180.0:
-            raise ValueError(f"camera fov {fov} must be between 0 and 180 degrees")
+            raise ValueError(f"attribute 'fov' = {fov:g} is out of range: must be more than 0 and less than 180 "
+                             "degrees")
         self.intr = Intrinsics(width, height, fov)
         self.shots = 0  # images produced so far: seeds per-image noise (rain) independently of server uptime
 

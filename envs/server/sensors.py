@@ -21,13 +21,31 @@ TMERC_SCALE = 0.9996  # k0 of the client's transverse Mercator
 GRAVITY = 9.81
 
 
+def number(attribute: Callable[[str, str], str], name: str, default: str) -> float:
+    """A numeric attribute; a ValueError naming the attribute and its value when it is not a finite number."""
+    text = attribute(name, default) or default
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        raise ValueError(f"attribute '{name}' = '{text}' is not a finite number")
+    return value
+
+
 class SensorModel:
-    """Base: honours `sensor_tick` (seconds between measurements; 0 means every tick)."""
+    """Base: honours `sensor_tick` (seconds between measurements; 0 means every tick).
+
+    Constructors check the attributes they read and raise ValueError naming the attribute, its value and
+    the allowed range; `World.spawn` builds the model before it registers the actor.
+    """
 
     type_id = -1
 
     def __init__(self, attribute: Callable[[str, str], str]):
-        self.period = float(attribute("sensor_tick", "0.0") or 0.0)
+        self.period = number(attribute, "sensor_tick", "0.0")
+        if self.period < 0.0:
+            raise ValueError(f"attribute 'sensor_tick' = {self.period:g} is out of range: must be 0 or more seconds")
         self._next_time = 0.0
 
     def due(self, now: float) -> bool:
@@ -62,7 +80,7 @@ class NoisySensor(SensorModel):
     def __init__(self, attribute: Callable[[str, str], str]):
         super().__init__(attribute)
         self._attribute = attribute
-        self._rng = np.random.default_rng(int(float(attribute("noise_seed", "0") or 0)))
+        self._rng = np.random.default_rng(int(number(attribute, "noise_seed", "0")))
 
     def noise(self, name: str) -> float:
         std = float(self._attribute(name, "0.0") or 0.0)

@@ -143,15 +143,19 @@ class World:
             pose[2] = self.ground_height(pose[0], pose[1]) + blueprint.body.extent[2]
         if blueprint.body is not None and parent is None and self._overlaps_any(blueprint, pose):
             raise CarlaError("Spawn failed because of collision at spawn position")
+        sensor = None
+        if blueprint.kind == "sensor":  # checked before the actor exists: a bad attribute leaves nothing behind
+            try:
+                sensor = make_sensor_model(blueprint.id, Actor(0, blueprint, attributes, pose).attribute)
+            except ValueError as exc:
+                raise CarlaError(f"Spawn failed: {blueprint.id} {exc}") from exc
         actor = self._add(blueprint, attributes, pose)
         if parent is not None:
             actor.parent, actor.relative = parent, relative
-        if blueprint.kind == "sensor":
-            actor.sensor = make_sensor_model(actor.blueprint.id, actor.attribute)
-            if actor.sensor is not None:
-                actor.stream_id = self.next_stream_id
-                self.next_stream_id += 1
-                self.streams[actor.stream_id] = actor
+        if sensor is not None:
+            actor.sensor, actor.stream_id = sensor, self.next_stream_id
+            self.next_stream_id += 1
+            self.streams[actor.stream_id] = actor
         return actor
 
     def destroy(self, actor_id: int) -> bool:

@@ -112,7 +112,35 @@ def test_two_clients_share_one_world(server, world):
     assert seen.get_location().distance(car.get_location()) < 1e-3
 
 
+@pytest.mark.parametrize("sensor, attribute, value, allowed", [
+    ("sensor.camera.rgb", "fov", "0", "more than 0 and less than 180 degrees"),
+    ("sensor.camera.depth", "fov", "180", "more than 0 and less than 180 degrees"),
+    ("sensor.camera.rgb", "image_size_x", "0", "1..8192 pixels"),
+    ("sensor.camera.semantic_segmentation", "image_size_y", "9000", "1..8192 pixels"),
+    ("sensor.other.imu", "sensor_tick", "-1", "0 or more seconds"),
+])
+def test_bad_sensor_attribute_is_refused_by_name_and_leaves_no_actor(world, sensor, attribute, value, allowed):
+    library = world.get_blueprint_library()
+    car = world.spawn_actor(library.find("vehicle.tesla.model3"), world.get_map().get_spawn_points()[5])
+    world.tick()
+    before = sorted(a.id for a in world.get_actors())
+    bp = library.find(sensor)
+    bp.set_attribute(attribute, value)
+    with pytest.raises(RuntimeError) as refused:
+        world.spawn_actor(bp, carla.Transform(carla.Location(z=1.5)), attach_to=car)
+    message = str(refused.value)
+    assert f"'{attribute}' = {value}" in message and allowed in message and sensor in message, message
+    world.tick()
+    assert sorted(a.id for a in world.get_actors()) == before
+
+
+def _far_from(points, origin, distance: float):
+    return next(p for p in points if p.location.distance(origin.location) > distance)
+
+
 def test_no_leak_over_ten_thousand_ticks(server, world):
+    """A driving car with listened sensors for 10,000 ticks, while every 50 ticks a parked car with a sensor
+    is spawned and destroyed and a bad camera on the driving car is refused: memory and the actor count stay flat."""
     library = world.get_blueprint_library()
     points = world.get_map().get_spawn_points()
     car = world.spawn_actor(library.find("vehicle.tesla.model3"), points[0])
@@ -121,14 +149,38 @@ def test_no_leak_over_ten_thousand_ticks(server, world):
     collision.listen(lambda event: None)
     imu.listen(lambda measurement: None)
     car.apply_control(carla.VehicleControl(throttle=0.3, steer=0.3))  # drives in circles
+    parking = _far_from(points, points[0], 80.0)  # out of the circling car's way
+    bad_camera = library.find("sensor.camera.rgb")
+    bad_camera.set_attribute("fov", "0")
+    command = carla.command
+
+    def churn() -> None:
+        parked = world.spawn_actor(library.find("vehicle.audi.a2"), parking)
+        gnss = world.spawn_actor(library.find("sensor.other.gnss"), carla.Transform(), attach_to=parked)
+        gnss.listen(lambda fix: None)
+        with pytest.raises(RuntimeError, match="'fov' = 0"):
+            world.spawn_actor(bad_camera, carla.Transform(), attach_to=car)  # a parent that stays
+        world.tick()
+        gnss.stop()
+        responses = client.apply_batch_sync([command.DestroyActor(gnss.id), command.DestroyActor(parked.id)], False)
+        assert [r.error for r in responses] == ["", ""]
+
+    client = carla.Client(server.host, server.port)
+    client.set_timeout(10.0)
+    world.tick()
+    count = len(world.get_actors())
     process = psutil.Process(server.pid)
-    for _ in range(1000):
+    for tick in range(1000):
+        if tick % 50 == 0:
+            churn()
         world.tick()
     before = process.memory_info().rss
-    for _ in range(9000):
+    for tick in range(9000):
+        if tick % 50 == 0:
+            churn()
         world.tick()
     grown = process.memory_info().rss - before
     assert grown < 8 * 1024 * 1024, f"server memory grew by {grown / 1e6:.1f} MB over 9,000 ticks"
-    assert len(world.get_actors()) == len(world.get_actors())
+    assert len(world.get_actors()) == count, "spawned and destroyed actors left something behind"
     collision.stop()
     imu.stop()
