@@ -1,7 +1,7 @@
 """Oriented boxes: the only primitive the renderer draws besides the ground plane.
 
-A `BoxSet` holds N boxes as arrays so that culling and projection stay vectorised. Each box has six faces
-in the order of `FACE_NORMALS` with its own colour (BGR, 0-255), semantic tag and emissive flag (emissive
+A `BoxSet` holds N boxes as arrays, the layout the compiled rasterizer (`zbuffer.c`) reads. Each box has six
+faces in the order of `FACE_NORMALS` (which `zbuffer.c` repeats, with each face's corners) with its own colour (BGR, 0-255), semantic tag and emissive flag (emissive
 faces glow: they ignore lighting, e.g. lamps and headlights).
 """
 from __future__ import annotations
@@ -13,15 +13,6 @@ import numpy as np
 # Face order: front (+x), back (-x), right (+y), left (-y), top (+z), bottom (-z), in the box's local frame.
 FRONT, BACK, RIGHT, LEFT, TOP, BOTTOM = range(6)
 FACE_NORMALS = np.array([[1, 0, 0], [-1, 0, 0], [0, 1, 0], [0, -1, 0], [0, 0, 1], [0, 0, -1]], dtype=float)
-# Corner signs of each face, in cyclic order so that the projected quad is a convex polygon.
-FACE_CORNERS = np.array([
-    [[1, -1, -1], [1, 1, -1], [1, 1, 1], [1, -1, 1]],
-    [[-1, -1, -1], [-1, -1, 1], [-1, 1, 1], [-1, 1, -1]],
-    [[-1, 1, -1], [-1, 1, 1], [1, 1, 1], [1, 1, -1]],
-    [[-1, -1, -1], [1, -1, -1], [1, -1, 1], [-1, -1, 1]],
-    [[-1, -1, 1], [1, -1, 1], [1, 1, 1], [-1, 1, 1]],
-    [[-1, -1, -1], [-1, 1, -1], [1, 1, -1], [1, -1, -1]],
-], dtype=float)
 
 
 def yaw_pitch_matrix(yaw_deg: np.ndarray, pitch_deg: np.ndarray | float = 0.0) -> np.ndarray:
@@ -59,27 +50,6 @@ class BoxSet:
             return BoxSet.empty()
         return BoxSet(*(np.concatenate([getattr(s, name) for s in sets]) for name in
                         ("center", "rot", "extent", "color", "tag", "emissive")))
-
-    def select(self, index: np.ndarray) -> "BoxSet":
-        return BoxSet(self.center[index], self.rot[index], self.extent[index], self.color[index],
-                      self.tag[index], self.emissive[index])
-
-    def placed(self, location: np.ndarray, rotation: np.ndarray) -> "BoxSet":
-        """These boxes (given in an actor's frame) moved to a world pose (location (3,), rotation (3, 3))."""
-        return BoxSet(self.center @ rotation.T + location, np.einsum("ij,njk->nik", rotation, self.rot),
-                      self.extent, self.color, self.tag, self.emissive)
-
-    def radius(self) -> np.ndarray:
-        """(N,) bounding sphere radii (computed once per set: every camera of a tick culls the same set)."""
-        cached = self.__dict__.get("_radius")
-        if cached is None or len(cached) != len(self.extent):
-            cached = self._radius = np.sqrt(np.einsum("ij,ij->i", self.extent, self.extent))
-        return cached
-
-    def corners(self) -> np.ndarray:
-        """(N, 6, 4, 3) world positions of every face's corners."""
-        local = FACE_CORNERS[None] * self.extent[:, None, None, :]
-        return np.einsum("nij,nfcj->nfci", self.rot, local) + self.center[:, None, None, :]
 
     def normals(self) -> np.ndarray:
         """(N, 6, 3) outward face normals in the world frame."""

@@ -15,7 +15,7 @@ from ..geometry import rotation_matrix
 from ..traffic_lights import GREEN, RED, YELLOW
 from . import shapes
 from .boxes import FRONT, BoxBuilder, BoxSet
-from .raster import Geometry, Intrinsics, render_geometry
+from .raster import Faces, Geometry, Intrinsics, render_geometry
 from .scene import StaticScene, build_scene
 from .shade import shade
 from .weather import Lighting, lighting
@@ -63,6 +63,7 @@ class Renderer:
     _actor_owner: np.ndarray = field(default_factory=lambda: np.zeros(0, np.intp))  # box -> actor row
     _tick_key: tuple = ()
     _tick_boxes: BoxSet = field(default_factory=BoxSet.empty)
+    _tick_faces: Faces = field(default_factory=lambda: Faces.of(BoxSet.empty()))
     _tick_light: Lighting | None = None
     _geometry: dict[tuple, Geometry] = field(default_factory=dict)
 
@@ -107,6 +108,7 @@ class Renderer:
             sets.append(BoxSet(np.einsum("nij,nj->ni", rotation, local.center) + location,
                                np.matmul(rotation, local.rot), local.extent, local.color, local.tag, local.emissive))
         self._tick_key, self._tick_boxes = key, BoxSet.concat(sets)
+        self._tick_faces = Faces.of(self._tick_boxes)
         self._tick_light = lighting(world.weather)
         self._geometry.clear()
 
@@ -115,7 +117,7 @@ class Renderer:
         key = (tuple(np.round(pose, 6)), intr)
         if key not in self._geometry:
             position = np.asarray(pose[:3], float)
-            self._geometry[key] = render_geometry(self.scene.ground, self._tick_boxes, position,
+            self._geometry[key] = render_geometry(self.scene.ground, self._tick_boxes, self._tick_faces, position,
                                                   rotation_matrix(*pose[3:6]), intr)
         return self._geometry[key]
 

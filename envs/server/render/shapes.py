@@ -18,6 +18,7 @@ from .boxes import BACK, FRONT, LEFT, RIGHT, TOP, BoxBuilder, BoxSet
 
 GLASS = (45, 60, 75)
 TYRE = (22, 22, 24)
+CLEARANCE = 0.15  # m from the ground to a vehicle's underbody
 HEADLIGHT = (250, 245, 220)
 TAILLIGHT = (210, 20, 20)
 SKIN = ((235, 195, 160), (200, 150, 110), (140, 95, 60), (90, 60, 40))
@@ -44,6 +45,12 @@ def _wheels(b: BoxBuilder, ey: float, radius: float, axle_x: tuple[float, ...], 
                 b.add(center, (radius * 0.92, 0.12, radius * 0.92), TYRE, tag, pitch=pitch)
 
 
+def _underbody(b: BoxBuilder, ex: float, ey: float, sill: float, tag: int) -> None:
+    # The dark chassis between the wheels: the body panels stop at the sill, a real underbody does not, so
+    # without it a walker's feet show through under a parked van.
+    b.add((0.0, 0.0, 0.5 * (sill + CLEARANCE)), (0.85 * ex, ey - 0.25, 0.5 * (sill - CLEARANCE)), TYRE, tag)
+
+
 def _lights(b: BoxBuilder, ex: float, ey: float, z: float, tag: int) -> None:
     for side in (-1, 1):
         b.add((ex - 0.02, side * 0.72 * ey, z), (0.03, 0.16 * ey, 0.05), HEADLIGHT, tag, emissive=(FRONT,))
@@ -62,6 +69,7 @@ def car(extent, rgb) -> BoxSet:
           (0.5 * (cabin_front - cabin_back), 0.86 * ey, 0.5 * (height - belt)), GLASS, TAG["car"],
           faces={TOP: rgb})
     _wheels(b, ey, radius, (0.66 * ex, -0.66 * ex), TAG["car"])
+    _underbody(b, ex, ey, sill, TAG["car"])
     _lights(b, ex, ey, 0.5 * (sill + belt) + 0.1, TAG["car"])
     return b.build()
 
@@ -93,6 +101,7 @@ def van(extent, rgb, tag: int) -> BoxSet:
               faces={FRONT: GLASS, LEFT: _window(rgb), RIGHT: _window(rgb)})
     axles = (0.75 * ex, -0.7 * ex) if ex < 4.0 else (0.8 * ex, -0.45 * ex, -0.75 * ex)
     _wheels(b, ey, radius, axles, tag)
+    _underbody(b, ex, ey, sill, tag)
     _lights(b, ex, ey, sill + 0.35, tag)
     return b.build()
 
