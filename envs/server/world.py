@@ -6,8 +6,10 @@
 from __future__ import annotations
 
 import math
+import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 
+import cv2
 import numpy as np
 
 from . import collision, physics
@@ -22,7 +24,7 @@ from .sensors import SensorModel, geo_reference, make_sensor_model
 from .traffic_lights import GREEN, LightGroup, TrafficLight
 
 GRAVITY = 9.81
-SPEED_LIMIT_KMH = 50.0
+SPEED_LIMIT_KMH = 50.0  # a vehicle's limit until it is on a lane the map gives one (and on maps that give none)
 SPAWN_CLEARANCE = 0.05  # m of overlap tolerated at spawn (bodies touching the ground or each other)
 
 
@@ -49,6 +51,7 @@ class Actor:
     speed: float = 0.0  # signed speed along the heading (vehicles)
     wheel_angle: float = 0.0
     light_state: int = 0  # carla.VehicleLightState bits
+    speed_limit: float = SPEED_LIMIT_KMH  # km/h: the map's limit where the vehicle last was on a lane
     stream_id: int = 0
     sensor: SensorModel | None = None
     traffic_light: TrafficLight | None = None  # for traffic-light actors
@@ -63,6 +66,78 @@ class Actor:
             if attr_id == name:
                 return value
         return default
+
+
+_KMH_PER_UNIT = {"km/h": 1.0, "m/s": 3.6, "mph": 1.609344}
+
+
+def _speed_records(xodr: str) -> tuple[dict, dict]:
+    """OpenDRIVE <speed> records in km/h, sorted by s: {road id: [(s, max)]} from the roads' <type> entries
+    and {(road id, section index, lane id): [(sOffset, max)]} from the lanes ("no limit" is skipped)."""
+
+    def kmh(speed) -> float | None:
+        try:
+            return float(speed.get("max")) * _KMH_PER_UNIT[speed.get("unit", "m/s")]
+        except (TypeError, ValueError, KeyError):
+            return None
+
+    roads, lanes = {}, {}
+    for road in ET.fromstring(xodr).iter("road"):
+        rid = int(road.get("id"))
+        found = [(float(t.get("s", 0.0)), kmh(sp)) for t in road.findall("type") for sp in t.findall("speed")]
+        if any(v is not None for _, v in found):
+            roads[rid] = sorted((s, v) for s, v in found if v is not None)
+        for k, section in enumerate(road.iter("laneSection")):
+            for lane in section.iter("lane"):
+                found = [(float(sp.get("sOffset", 0.0)), kmh(sp)) for sp in lane.findall("speed")]
+                if any(v is not None for _, v in found):
+                    lanes[(rid, k, int(lane.get("id")))] = sorted((s, v) for s, v in found if v is not None)
+    return roads, lanes
+
+
+class SpeedLimits:
+    """The map's speed limits (km/h) painted lane by lane on a grid of `cell` m: a lane's own <speed>
+    record, else its road's <type> speed. Junction lanes are painted first, so where a road outside a
+    junction meets one, the road wins (as `RoadNetwork.locate`). Off every painted lane: NaN."""
+
+    def __init__(self, network, xodr: str, cell: float = 0.5, max_cells: int = 1 << 22):
+        self.grid = None
+        roads, lanes = _speed_records(xodr)
+        if not roads and not lanes:
+            return
+        geometries = sorted(network.lanes(), key=lambda g: g.junction_id == -1)
+        if not geometries:
+            return
+        corners = np.concatenate([np.concatenate([g.inner[:, :2], g.outer[:, :2]]) for g in geometries])
+        self.origin = corners.min(axis=0) - 1.0
+        span = corners.max(axis=0) + 1.0 - self.origin
+        self.cell = max(cell, math.sqrt(span[0] * span[1] / max_cells))
+        shape = np.ceil(span / self.cell).astype(int)
+        self.grid = np.full((shape[1], shape[0]), np.nan, np.float32)
+        to_pixels = lambda line: np.round(  # noqa: E731 (cv2 pixel centres, 4 fractional bits)
+            ((line[:, :2] - self.origin) / self.cell - 0.5) * 16).astype(np.int32)
+        for g in geometries:
+            records = lanes.get((g.road_id, g.section_index, g.lane_id))
+            s_mid = 0.5 * (g.s[:-1] + g.s[1:]) - (g.s[0] if records else 0.0)  # lane records count from the section
+            records = records or roads.get(g.road_id)
+            if not records:
+                continue
+            starts, limits = np.array(records).T
+            value = limits[np.maximum(np.searchsorted(starts, s_mid + 1e-9) - 1, 0)]
+            inner, outer = to_pixels(g.inner), to_pixels(g.outer)
+            quads = np.stack([inner[:-1], inner[1:], outer[1:], outer[:-1]], axis=1)
+            for limit in np.unique(value):
+                cv2.fillPoly(self.grid, list(quads[value == limit]), float(limit), shift=4)
+
+    def at(self, xy: np.ndarray) -> np.ndarray:
+        """(N,) km/h at world points (N, 2); NaN off every lane with a limit."""
+        out = np.full(len(xy), np.nan)
+        if self.grid is None or not len(xy):
+            return out
+        ij = np.floor((np.asarray(xy, float) - self.origin) / self.cell).astype(int)
+        inside = (ij >= 0).all(axis=1) & (ij[:, 0] < self.grid.shape[1]) & (ij[:, 1] < self.grid.shape[0])
+        out[inside] = self.grid[ij[inside, 1], ij[inside, 0]]
+        return out
 
 
 @dataclass
@@ -91,6 +166,7 @@ class World:
         self.streams: dict[int, Actor] = {}
         self.light_groups: list[LightGroup] = []
         self._volumes = None  # cached traffic-light trigger boxes, see _trigger_volumes
+        self._speed_limits: SpeedLimits | None = None  # painted on the first tick with vehicles
         self.spectator = self._add(SPECTATOR, [], np.array([0.0, 0.0, 50.0, -60.0, 0.0, 0.0]))
         self.spectator.simulate_physics = False
         self._create_traffic_lights()
@@ -183,7 +259,9 @@ class World:
         return any(c.a == 0 for c in collision.find_contacts(center, extent, yaw))
 
     def ground_height(self, x: float, y: float) -> float:
-        return 0.0  # the embedded maps are flat
+        """0 everywhere: bodies move in the ground plane, so an uploaded map's elevation is not followed
+        (its road surface height would be `network.locate(x, y).z`); see docs/server.md."""
+        return 0.0
 
     def set_transform(self, actor: Actor, transform: Transform) -> None:
         pose = np.array(transform.as_tuple())
@@ -354,12 +432,14 @@ class World:
                              np.array([a.trigger_volume[1][:2] for a in lights]).reshape(-1, 2))
         return self._volumes
 
-    def traffic_lights_of(self, vehicles: list[Actor]) -> list[Actor | None]:
-        """For each vehicle, the traffic light whose trigger volume holds its origin (CARLA's rule)."""
+    def traffic_lights_of(self, vehicles: list[Actor], xy: np.ndarray | None = None) -> list[Actor | None]:
+        """For each vehicle (at `xy`, (N, 2), when given), the traffic light whose trigger volume holds its
+        origin (CARLA's rule)."""
         lights, centers, yaws, extents = self._trigger_volumes()
         if not lights or not vehicles:
             return [None] * len(vehicles)
-        delta = np.array([v.transform[:2] for v in vehicles])[:, None, :] - centers[None, :, :]
+        xy = np.array([v.transform[:2] for v in vehicles]) if xy is None else xy
+        delta = xy[:, None, :] - centers[None, :, :]
         cos, sin = np.cos(yaws)[None, :], np.sin(yaws)[None, :]
         along = delta[..., 0] * cos + delta[..., 1] * sin
         across = -delta[..., 0] * sin + delta[..., 1] * cos
@@ -410,8 +490,16 @@ class World:
         data["reverse"][rows] = [c.reverse for c in controls]
         data["manual_gear_shift"][rows] = [c.manual_gear_shift for c in controls]
         data["gear"][rows] = [c.gear for c in controls]
-        data["speed_limit"][rows] = SPEED_LIMIT_KMH
-        lights = self.traffic_lights_of(vehicles)
+        xy = np.array([v.transform[:2] for v in vehicles])
+        if self._speed_limits is None:
+            self._speed_limits = SpeedLimits(self.network, self.xodr)
+        last = np.array([v.speed_limit for v in vehicles])
+        here = self._speed_limits.at(xy)
+        limit = np.where(np.isnan(here), last, here)  # off every lane a vehicle keeps the last limit it had
+        for i in np.flatnonzero(limit != last).tolist():
+            vehicles[i].speed_limit = float(limit[i])
+        data["speed_limit"][rows] = limit
+        lights = self.traffic_lights_of(vehicles, xy)
         data["has_traffic_light"][rows] = [light is not None for light in lights]
         data["traffic_light_id"][rows] = [light.id if light else 0 for light in lights]
         data["traffic_light_state"][rows] = [light.traffic_light.state if light else GREEN for light in lights]

@@ -1,10 +1,13 @@
 """Connection, maps, settings, weather and the actor registry, through the stock carla client only."""
 from __future__ import annotations
 
+import xml.etree.ElementTree as ET
+
 import carla
 import pytest
 
 from envs import maps
+from envs.server.launch import launch
 
 
 def test_connects_and_reports_versions(client):
@@ -130,3 +133,41 @@ def test_load_world_reload_and_generate_opendrive(client):
     topology = generated.get_map().get_topology()
     assert len(topology) == len(carla.Map("curves", maps.load_xodr_text("curves")).get_topology())
     assert client.load_world("town").get_map().name.endswith("town")
+
+
+
+def test_speed_limit_is_the_maps_where_the_vehicle_is(tmp_path):
+    """A server on an edited straight: its road type gives 90 km/h, then 60 km/h from s = 350; the lanes
+    running against s carry their own 30 km/h (in m/s); those along s lost theirs and take the road's.
+    (Its own server: no episode change, which the stock client survives less often under load.)"""
+    root = ET.fromstring(maps.load_xodr_text("straight"))
+    road = root.find("road")
+    later = ET.Element("type", s="350", type="town")
+    ET.SubElement(later, "speed", max="60", unit="km/h")
+    road.insert(list(road).index(road.find("type")) + 1, later)
+    for lane in road.iter("lane"):
+        for speed in lane.findall("speed"):
+            if int(lane.get("id")) > 0:
+                speed.set("max", str(30 / 3.6))
+            else:
+                lane.remove(speed)
+    xodr = tmp_path / "limits.xodr"
+    xodr.write_text(ET.tostring(root, encoding="unicode"))
+    with launch(str(xodr)) as server:
+        client = carla.Client(server.host, server.port)
+        client.set_timeout(10.0)
+        world = client.get_world()
+        settings = world.get_settings()
+        settings.synchronous_mode, settings.fixed_delta_seconds = True, 0.05
+        world.apply_settings(settings)
+        car = world.spawn_actor(world.get_blueprint_library().find("vehicle.audi.a2"),
+                                carla.Transform(carla.Location(100.0, 1.75, 0.3)))
+        seen = []
+        for x, y, yaw in ((100.0, 1.75, 0.0), (500.0, 1.75, 0.0), (100.0, -1.75, 180.0), (100.0, 60.0, 0.0)):
+            car.set_transform(carla.Transform(carla.Location(x, y, 0.0), carla.Rotation(yaw=yaw)))
+            world.tick()
+            seen.append(round(car.get_speed_limit(), 3))
+        assert world.get_map().get_waypoint(carla.Location(100.0, 1.75, 0.0)).lane_id == -1
+        assert seen == [90.0, 60.0, 30.0, 30.0], "lane -1 before and after s=350, lane 1, then off the road"
+        settings.synchronous_mode, settings.fixed_delta_seconds = False, None
+        world.apply_settings(settings)
