@@ -1,4 +1,4 @@
-"""The compiled part of the renderer: `zbuffer.c`, built with the system C compiler on first use and loaded with
+"""The compiled part of the renderer: `zbuffer.c` (the box rasterizer and the dry-weather colour pass), built with the system C compiler on first use and loaded with
 ctypes (which releases the GIL while it runs, so cameras can render on several threads).
 
 The shared library is cached by the source's digest in ``$SLIMDRIVE_KERNEL_DIR`` (default
@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 SOURCE = Path(__file__).with_name("zbuffer.c")
-CFLAGS = ["-O3", "-fPIC", "-shared", "-std=c11"]
+CFLAGS = ["-O3", "-ffast-math", "-fPIC", "-shared", "-std=c11"]  # fast-math: vectorised expf in the fog pass
 
 
 def cache_dir() -> Path:
@@ -56,5 +56,18 @@ def library() -> ctypes.CDLL:
         np.ctypeslib.ndpointer(np.float32, flags="C_CONTIGUOUS"),  # ground depth
         np.ctypeslib.ndpointer(np.int32, flags="C_CONTIGUOUS,WRITEABLE"),  # ids
         np.ctypeslib.ndpointer(np.float32, flags="C_CONTIGUOUS,WRITEABLE"),  # depth
+    ]
+    floats = np.ctypeslib.ndpointer(np.float32, flags="C_CONTIGUOUS")
+    lib.shade_dry.restype = None
+    lib.shade_dry.argtypes = [
+        ctypes.c_int, ctypes.c_int, ctypes.c_double,  # width, height, focal
+        np.ctypeslib.ndpointer(np.int32, flags="C_CONTIGUOUS"),  # ids
+        np.ctypeslib.ndpointer(np.uint32, flags="C_CONTIGUOUS"),  # face colour table (BGRA)
+        np.ctypeslib.ndpointer(np.uint8, flags="C_CONTIGUOUS"),  # ground BGRA
+        floats, floats, floats, floats, floats,  # ground gain (3), up, ray norm, ground depth, depth
+        ctypes.c_double, doubles, floats, floats,  # far, sun in the camera frame, horizon, zenith
+        ctypes.c_float, ctypes.c_float, ctypes.c_float, ctypes.c_float,  # glow, fog per metre, fog start, sky fog
+        floats,  # haze (3)
+        np.ctypeslib.ndpointer(np.uint8, flags="C_CONTIGUOUS,WRITEABLE"),  # out BGRA
     ]
     return lib

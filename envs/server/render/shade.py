@@ -5,10 +5,10 @@ unlit, the parent vehicle's headlights as a cone of light at night, wet roads da
 then fog by depth and rain streaks on top.
 
 Two paths give the same picture: in dry weather without headlights every face has one final colour and the
-ground one per-channel gain, so the image is composed in uint8 (a colour table indexed by the id buffer, a
-`cv2.LUT` on the ground texture, the sky on the rows that show it) and fogged with one `cv2.blendLinear`;
-wet roads, rain and headlights take the per-pixel float path. (The fast path saturates colours before fog
-rather than after: a difference of a few levels in bright, distant pixels.)
+ground one per-channel gain, so one compiled pass (`shade_dry` in `zbuffer.c`) composes the image in bytes
+from a colour table indexed by the id buffer, the gained ground texture and the sky, and fogs it by depth;
+wet roads, rain and headlights take the per-pixel float path here. (The compiled path saturates colours before
+fog rather than after: a difference of a few levels in bright, distant pixels.)
 """
 from __future__ import annotations
 
@@ -16,8 +16,9 @@ import cv2
 import numpy as np
 
 from ..blueprints import TAG
-from .raster import Geometry, ray_norm, ray_slopes
-from .weather import Lighting, fog_amount, rain_streaks, sky_channels
+from .native import library
+from .raster import FAR, Geometry, ray_norm, ray_slopes
+from .weather import SKY_FOG_DISTANCE, Lighting, fog_amount, rain_streaks, sky_channels
 
 HEADLIGHT_GAIN = 2.2
 HEADLIGHT_RANGE = 14.0  # m at which the beam has fallen to half
@@ -69,26 +70,15 @@ def _fast(geo: Geometry, light: Lighting) -> np.ndarray:
     color = np.where(faces.emissive[:, None], faces.color, faces.color * face_light[:, None] * light.tint)
     table = np.full((len(color), 4), 255, np.uint8)
     table[:, :3] = np.clip(color, 0.0, 255.0)
-    levels = np.arange(256, dtype=np.float32)[:, None] * np.float32(ground_light) * light.tint
-    lut = np.full((1, 256, 4), 255, np.uint8)
-    lut[0, :, :3] = np.clip(levels, 0.0, 255.0)
-
-    out = cv2.LUT(geo.ground_bgra, lut)
-    out32 = out.view(np.uint32)[..., 0]
-    hit = geo.hit
-    np.copyto(out32, np.take(table.view(np.uint32)[:, 0], geo.ids), where=hit)
-    sky = _sky_band(geo, light)
-    if sky is not None:
-        band, planes = sky
-        alpha = np.full(planes[0].shape, 255, np.uint8)
-        sky_bgra = cv2.merge([np.clip(p, 0.0, 255.0).astype(np.uint8) for p in planes] + [alpha])
-        np.copyto(out32[band], sky_bgra.view(np.uint32)[..., 0], where=geo.sky[band])
-
-    if light.fog_per_metre > 0.0:
-        fog = fog_amount(light, geo.depth, geo.sky)
-        haze = np.append(np.clip(np.round(light.fog_color), 0, 255), 255).astype(np.uint8).view(np.uint32)[0]
-        haze = np.full(out32.shape, haze, np.uint32).view(np.uint8).reshape(out.shape)
-        out = cv2.blendLinear(out, haze, 1.0 - fog, fog)
+    intr = geo.intr
+    out = np.empty((intr.height, intr.width, 4), np.uint8)
+    f32 = lambda values: np.ascontiguousarray(values, np.float32)  # noqa: E731
+    library().shade_dry(
+        intr.width, intr.height, intr.focal, geo.ids, table.view(np.uint32)[:, 0].copy(), geo.ground_bgra,
+        f32(np.float32(ground_light) * light.tint), geo.up, ray_norm(intr), geo.ground_depth, geo.depth, FAR,
+        np.ascontiguousarray(geo.rotation.T @ light.sun, float), f32(light.horizon), f32(light.zenith),
+        (1.0 - light.night) * (1.0 - light.rain), light.fog_per_metre, light.fog_start, SKY_FOG_DISTANCE,
+        f32(np.clip(np.round(light.fog_color), 0, 255)), out)
     return out
 
 

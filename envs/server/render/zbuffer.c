@@ -25,6 +25,7 @@ static const int FACE_CORNERS[6][4] = {
 static const double FACE_NORMALS[6][3] = {{1, 0, 0}, {-1, 0, 0}, {0, 1, 0}, {0, -1, 0}, {0, 0, 1}, {0, 0, -1}};
 
 #define MAX_POLY 8
+#define BIG 1e30 /* the file is built with -ffast-math, which assumes no infinities */
 
 typedef struct {
   int width, height;
@@ -60,8 +61,8 @@ static int clip_near(const double (*in)[3], int n, double near, double (*out)[3]
 static int fill_face(const Target* t, const double (*poly)[3], int n, const double plane[4], int32_t id) {
   const double f = t->focal, cx = t->width / 2.0 - 0.5, cy = t->height / 2.0 - 0.5;
   double u[MAX_POLY], v[MAX_POLY];
-  double vmin = INFINITY, vmax = -INFINITY, umin = INFINITY, umax = -INFINITY;
-  double xmin = INFINITY, xmax = -INFINITY, area2 = 0.0;
+  double vmin = BIG, vmax = -BIG, umin = BIG, umax = -BIG;
+  double xmin = BIG, xmax = -BIG, area2 = 0.0;
   for (int k = 0; k < n; ++k) {
     u[k] = cx + f * poly[k][1] / poly[k][0];
     v[k] = cy - f * poly[k][2] / poly[k][0];
@@ -83,7 +84,7 @@ static int fill_face(const Target* t, const double (*poly)[3], int n, const doub
     /* The polygon's extent in u over the row: at the line v = j (exact fill), or over the slab
        [j - 0.5, j + 0.5] (thin faces). */
     const double lo = thin ? j - 0.5 : j, hi = thin ? j + 0.5 : j;
-    double left = INFINITY, right = -INFINITY;
+    double left = BIG, right = -BIG;
     for (int k = 0; k < n; ++k) {
       const int l = (k + 1) % n;
       double va = v[k], vb = v[l], ua = u[k], ub = u[l];
@@ -119,7 +120,7 @@ static int fill_face(const Target* t, const double (*poly)[3], int n, const doub
       /* Along the ray the face's plane is hit at x = d / (n . ray); near-parallel rays (edge-on faces, pixels
          just outside the exact outline of a thin face) take the nearest depth the face has. */
       double x = fabs(denom) > 1e-12 ? plane[3] / denom : xmin;
-      if (!(x >= xmin)) x = xmin;
+      if (x < xmin) x = xmin;
       if (x > xmax) x = xmax;
       if (x < zrow[i]) {
         zrow[i] = (float)x;
@@ -179,7 +180,7 @@ int draw_boxes(int n_boxes, const double* center, const double* rot, const doubl
     for (int face = 0; face < 6; ++face) {
       if (!front[face]) continue;
       double quad[4][3], poly[MAX_POLY][3];
-      double xmin = INFINITY, xmax = -INFINITY;
+      double xmin = BIG, xmax = -BIG;
       for (int k = 0; k < 4; ++k) {
         const double* p = corners[FACE_CORNERS[face][k]];
         quad[k][0] = p[0], quad[k][1] = p[1], quad[k][2] = p[2];
@@ -202,4 +203,53 @@ int draw_boxes(int n_boxes, const double* center, const double* rot, const doubl
     }
   }
   return drawn;
+}
+
+/* The colour pass of dry weather without headlights (shade.py's other path does rain, wet roads and
+   headlights): every face has one final colour (`table`, BGRA by face id), the ground one gain per channel, the
+   sky a gradient from the horizon to the zenith with the sun's glow, and fog blends towards `haze` by depth.
+   up (H, W): world z of each pixel's ray (1, a, b); norm (H, W): its length; sun: the sun in the camera frame.
+   Colours are truncated to bytes as numpy's astype does, the fog blend rounded as cv2.blendLinear does. */
+void shade_dry(int width, int height, double focal, const int32_t* ids, const uint32_t* table,
+               const uint8_t* ground_bgra, const float* gain, const float* up, const float* norm,
+               const float* ground_depth, const float* depth, double far, const double* sun, const float* horizon,
+               const float* zenith, float glow_strength, float fog_per_metre, float fog_start, float sky_fog_distance,
+               const float* haze, uint8_t* out) {
+  for (int j = 0; j < height; ++j) {
+    const float b = (float)(-(j + 0.5 - height / 2.0) / focal);
+    for (int i = 0; i < width; ++i) {
+      const int64_t p = (int64_t)j * width + i;
+      uint8_t* px = out + 4 * p;
+      const int32_t id = ids[p];
+      const int sky = id == 0 && ground_depth[p] >= far;
+      if (id > 0) {
+        const uint32_t c = table[id];
+        px[0] = c & 255, px[1] = (c >> 8) & 255, px[2] = (c >> 16) & 255;
+      } else if (sky) {
+        const float a = (float)((i + 0.5 - width / 2.0) / focal);
+        const float elevation = up[p] / norm[p];
+        const float toward_sun = (float)((sun[0] + sun[1] * a + sun[2] * b) / norm[p]);
+        const float t = sqrtf(fminf(fmaxf(elevation, 0.0f), 1.0f));
+        /* The glow (cos^300) is below 1e-6 more than 18 degrees from the sun. */
+        const float glow = toward_sun > 0.95f ? powf(toward_sun, 300.0f) * glow_strength : 0.0f;
+        for (int c = 0; c < 3; ++c) {
+          float v = horizon[c] + (zenith[c] - horizon[c]) * t;
+          v += glow * (255.0f - v);
+          px[c] = (uint8_t)fminf(fmaxf(v, 0.0f), 255.0f);
+        }
+      } else {
+        for (int c = 0; c < 3; ++c) px[c] = (uint8_t)fminf((float)ground_bgra[4 * p + c] * gain[c], 255.0f);
+      }
+      px[3] = 255;
+    }
+  }
+  if (fog_per_metre <= 0.0f) return;
+  const int64_t pixels = (int64_t)width * height;
+  for (int64_t p = 0; p < pixels; ++p) {  /* branch-free, so that it vectorises */
+    const int sky = ids[p] == 0 && ground_depth[p] >= far;
+    const float distance = sky ? sky_fog_distance : depth[p];
+    const float fog = 1.0f - expf(-fog_per_metre * fmaxf(distance - fog_start, 0.0f));
+    uint8_t* px = out + 4 * p;
+    for (int c = 0; c < 3; ++c) px[c] = (uint8_t)lrintf(fminf(fmaxf(px[c] * (1.0f - fog) + haze[c] * fog, 0.0f), 255.0f));
+  }
 }
