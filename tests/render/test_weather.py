@@ -7,6 +7,7 @@ from omegaconf import OmegaConf
 
 from envs.render_cli import render
 from envs.server.launch import launch
+from slimdrive import CONF_DIR
 
 from render_helpers import depth_metres
 
@@ -44,8 +45,8 @@ def test_night_is_darker_than_noon(stage):
 
 
 def test_same_seed_renders_the_same_bytes():
-    cfg = OmegaConf.load("conf/render.yaml")
-    cfg.rig = OmegaConf.load("conf/rig/tesla8.yaml")
+    cfg = OmegaConf.load(CONF_DIR / "render.yaml")  # not the working directory's conf/
+    cfg.rig = OmegaConf.load(CONF_DIR / "rig" / "tesla8.yaml")
     cfg.update({"weather": "HardRainNoon", "seed": 7, "pose": 3, "vehicles": 6, "walkers": 6})
     cfg.bev.size = 128
     pictures = []
