@@ -209,7 +209,7 @@ int draw_boxes(int n_boxes, const double* center, const double* rot, const doubl
    headlights): every face has one final colour (`table`, BGRA by face id), the ground one gain per channel, the
    sky a gradient from the horizon to the zenith with the sun's glow, and fog blends towards `haze` by depth.
    up (H, W): world z of each pixel's ray (1, a, b); norm (H, W): its length; sun: the sun in the camera frame.
-   Colours are truncated to bytes as numpy's astype does, the fog blend rounded as cv2.blendLinear does. */
+   Colours are truncated to bytes as numpy's astype does; the fog weight is rounded to 1/256ths. */
 void shade_dry(int width, int height, double focal, const int32_t* ids, const uint32_t* table,
                const uint8_t* ground_bgra, const float* gain, const float* up, const float* norm,
                const float* ground_depth, const float* depth, double far, const double* sun, const float* horizon,
@@ -244,12 +244,21 @@ void shade_dry(int width, int height, double focal, const int32_t* ids, const ui
     }
   }
   if (fog_per_metre <= 0.0f) return;
-  const int64_t pixels = (int64_t)width * height;
-  for (int64_t p = 0; p < pixels; ++p) {  /* branch-free, so that it vectorises */
-    const int sky = ids[p] == 0 && ground_depth[p] >= far;
-    const float distance = sky ? sky_fog_distance : depth[p];
-    const float fog = 1.0f - expf(-fog_per_metre * fmaxf(distance - fog_start, 0.0f));
-    uint8_t* px = out + 4 * p;
-    for (int c = 0; c < 3; ++c) px[c] = (uint8_t)lrintf(fminf(fmaxf(px[c] * (1.0f - fog) + haze[c] * fog, 0.0f), 255.0f));
+  /* Fog in rows: first how much of each pixel is fog (a float loop that vectorises, expf included), in
+     1/256ths, then the blend towards the haze colour in integers. */
+  int32_t fog[width];
+  int32_t tint[3];
+  for (int c = 0; c < 3; ++c) tint[c] = (int32_t)lrintf(haze[c]);
+  for (int j = 0; j < height; ++j) {
+    const int64_t row = (int64_t)j * width;
+    for (int i = 0; i < width; ++i) {
+      const int sky = ids[row + i] == 0 && ground_depth[row + i] >= far;
+      const float distance = sky ? sky_fog_distance : depth[row + i];
+      fog[i] = (int32_t)(256.0f - 256.0f * expf(-fog_per_metre * fmaxf(distance - fog_start, 0.0f)) + 0.5f);
+    }
+    uint8_t* px = out + 4 * row;
+    for (int i = 0; i < width; ++i)
+      for (int c = 0; c < 3; ++c)
+        px[4 * i + c] = (uint8_t)((px[4 * i + c] * (256 - fog[i]) + tint[c] * fog[i] + 128) >> 8);
   }
 }
