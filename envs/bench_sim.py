@@ -1,6 +1,7 @@
 """`slimdrive bench sim`: steps per second of a synchronous loop through the stock client with a camera rig.
 
-Three measurements of the same scene (ego with the rig, `vehicles` driving and `walkers` walking nearby):
+Three measurements of the same scene (ego with the rig, `vehicles` driving and `walkers` walking nearby,
+placed by `envs.server.bench.traffic_layout` as in `bench server`):
   physics    in-process `World.tick` without cameras (dynamics, collisions, lights, episode state)
   render     in-process `World.tick` with the rig, minus physics (rendering and encoding the images)
   transport  the client loop (tick + wait for all images) minus the in-process tick with the rig
@@ -19,41 +20,39 @@ from pathlib import Path
 import numpy as np
 
 from envs.rig import Rig, rig_from_config, spawn_rig
+from envs.server.bench import spawn_traffic, traffic_layout
 from envs.server.launch import launch
 
 DT = 0.05
 
 
 def scene_layout(network, vehicles: int, walkers: int, seed: int) -> tuple[list, list, list]:
-    """Ego pose, vehicle poses and walker poses (x, y, yaw): the spawn points nearest the ego first."""
+    """Ego pose (x, y, yaw) on the map's middle spawn point, and the vehicles and walkers (`Placement`s) of
+    `envs.server.bench.traffic_layout` on the spawn points nearest it."""
     points = network.spawn_points()
     ego = points[len(points) // 2]
-    rng = np.random.default_rng(seed)
-    near = sorted(points, key=lambda p: math.hypot(p.x - ego.x, p.y - ego.y))[1:]
-    cars = [(p.x, p.y, p.yaw) for p in near[:vehicles]]
-    people = []
-    for p in near[: walkers]:
-        right = math.radians(p.yaw + 90.0)
-        people.append((p.x + 6.5 * math.cos(right), p.y + 6.5 * math.sin(right), float(rng.uniform(-180, 180))))
+    cars, people = traffic_layout(network, vehicles, walkers, seed, near=(ego.x, ego.y))
     return [(ego.x, ego.y, ego.yaw)], cars, people
 
 
 def _in_process(network, map_name: str, xodr: str, rig: Rig | None, layout, steps: int,
                 warmup: int) -> tuple[float, float]:
     """Wall and CPU seconds per `World.tick` of the scene, optionally with the rig's RGB cameras."""
-    from envs.server.protocol import Transform, VehicleControl, WalkerControl
+    from envs.server.protocol import ATTR_RGB, Transform, VehicleControl, WalkerControl
     from envs.server.world import World
 
     world = World(network, map_name, xodr)
     (ego,), cars, people = layout
     ego_actor = world.spawn("vehicle.tesla.model3", [], Transform(ego[0], ego[1], 0.3, 0.0, ego[2], 0.0))
-    for x, y, yaw in cars:
-        actor = world.spawn("vehicle.audi.a2", [], Transform(x, y, 0.3, 0.0, yaw, 0.0))
-        world.apply_vehicle_control(actor, VehicleControl(throttle=0.4))
-    for x, y, yaw in people:
-        actor = world.spawn("walker.pedestrian.0002", [], Transform(x, y, 1.0, 0.0, yaw, 0.0))
-        heading = math.radians(yaw)
-        world.apply_walker_control(actor, WalkerControl(np.array([math.cos(heading), math.sin(heading), 0.0]), 1.3))
+    for car in cars:
+        colour = [["color", ATTR_RGB, car.color]] if car.color else []
+        actor = world.spawn(car.blueprint, colour, Transform(car.x, car.y, 0.3, 0.0, car.yaw, 0.0))
+        world.apply_vehicle_control(actor, VehicleControl(throttle=car.throttle, steer=car.steer))
+    for person in people:
+        actor = world.spawn(person.blueprint, [], Transform(person.x, person.y, 1.0, 0.0, person.yaw, 0.0))
+        heading = math.radians(person.yaw)
+        world.apply_walker_control(actor, WalkerControl(np.array([math.cos(heading), math.sin(heading), 0.0]),
+                                                        person.speed))
     for mount in rig.cameras if rig else ():
         attrs = [["image_size_x", 2, str(rig.image_size_x)], ["image_size_y", 2, str(rig.image_size_y)],
                  ["fov", 3, str(mount.fov)]]
@@ -77,18 +76,10 @@ def client_loop_seconds(host: str, port: int, rig: Rig, layout, steps: int, warm
     settings = world.get_settings()
     settings.synchronous_mode, settings.fixed_delta_seconds = True, DT
     world.apply_settings(settings)
-    library = world.get_blueprint_library()
     (ego,), cars, people = layout
-    pose = lambda x, y, yaw, z=0.3: carla.Transform(carla.Location(x, y, z), carla.Rotation(yaw=yaw))  # noqa: E731
-    ego_actor = world.spawn_actor(library.find("vehicle.tesla.model3"), pose(*ego))
-    batch = [carla.command.SpawnActor(library.find("vehicle.audi.a2"), pose(*c)) for c in cars]
-    batch += [carla.command.SpawnActor(library.find("walker.pedestrian.0002"), pose(*p, z=1.0)) for p in people]
-    spawned = [r.actor_id for r in client.apply_batch_sync(batch, False) if not r.error]
-    for actor in world.get_actors(spawned):
-        if actor.type_id.startswith("vehicle"):
-            actor.apply_control(carla.VehicleControl(throttle=0.4))
-        else:
-            actor.apply_control(carla.WalkerControl(actor.get_transform().get_forward_vector(), 1.3))
+    ego_actor = world.spawn_actor(world.get_blueprint_library().find("vehicle.tesla.model3"),
+                                  carla.Transform(carla.Location(ego[0], ego[1], 0.3), carla.Rotation(yaw=ego[2])))
+    spawn_traffic(client, world, cars, people)
     cameras = spawn_rig(world, ego_actor, rig)
     try:
         cameras.warm_up(world)
