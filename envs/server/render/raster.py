@@ -10,6 +10,7 @@ camera's forward axis, capped at `FAR` (the sky).
 """
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
 
@@ -60,7 +61,7 @@ class _GroundRays:
     flat ground reuses them tick after tick. A small cache keyed by exactly those values."""
 
     def __init__(self, size: int = 32):
-        self.size, self.entries = size, {}
+        self.size, self.entries, self.lock = size, {}, threading.Lock()
 
     def get(self, intr: Intrinsics, rotation: np.ndarray, height: float) -> tuple[np.ndarray, np.ndarray]:
         key = (intr, rotation[2].tobytes(), float(height))
@@ -72,9 +73,10 @@ class _GroundRays:
                 depth = np.where(up < -1e-6, -height / np.minimum(up, -1e-6), FAR)
             depth = np.minimum(depth, FAR).astype(np.float32)
             up.flags.writeable = depth.flags.writeable = False
-            if len(self.entries) >= self.size:
-                self.entries.pop(next(iter(self.entries)))
-            hit = self.entries[key] = (up, depth)
+            with self.lock:  # cameras render on several threads
+                if len(self.entries) >= self.size:
+                    self.entries.pop(next(iter(self.entries)))
+                hit = self.entries[key] = (up, depth)
         return hit
 
 

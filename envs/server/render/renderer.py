@@ -6,6 +6,7 @@ by cameras with the same pose and intrinsics (e.g. RGB, depth and semantic camer
 """
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -66,6 +67,7 @@ class Renderer:
     _tick_faces: Faces = field(default_factory=lambda: Faces.of(BoxSet.empty()))
     _tick_light: Lighting | None = None
     _geometry: dict[tuple, Geometry] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)  # cameras render on several threads
 
     def _shape(self, actor) -> BoxSet | None:
         key = (actor.id, actor.blueprint.id, actor.attribute("color"))
@@ -76,8 +78,11 @@ class Renderer:
     def _prepare(self, world) -> None:
         """Actor boxes and lighting of the world's current tick (rebuilt when the frame changes)."""
         key = (id(world), world.frame)
-        if key == self._tick_key:
-            return
+        with self._lock:
+            if key != self._tick_key:
+                self._prepare_tick(world, key)
+
+    def _prepare_tick(self, world, key: tuple) -> None:
         lamps, movers = [], []
         for actor in world.actors.values():
             if actor.traffic_light is not None:
@@ -134,12 +139,14 @@ class Renderer:
 
 
 _RENDERERS: dict[int, tuple[object, Renderer]] = {}  # id(network) -> (network kept alive, renderer)
+_RENDERERS_LOCK = threading.Lock()
 
 
 def renderer_for(network, name: str) -> Renderer:
     """The renderer of a road network, built on first use (a few seconds for a town)."""
     key = id(network)
-    if key not in _RENDERERS:
-        _RENDERERS.clear()  # one map at a time: a map change frees the previous scene's textures
-        _RENDERERS[key] = (network, Renderer(build_scene(network, name)))
-    return _RENDERERS[key][1]
+    with _RENDERERS_LOCK:
+        if key not in _RENDERERS:
+            _RENDERERS.clear()  # one map at a time: a map change frees the previous scene's textures
+            _RENDERERS[key] = (network, Renderer(build_scene(network, name)))
+        return _RENDERERS[key][1]
