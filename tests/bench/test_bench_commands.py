@@ -1,5 +1,9 @@
-"""The benchmark commands run end to end in a quick mode and write their figures (numbers are not judged
-here: benchmarks print them; timed assertions would flake on a shared machine)."""
+"""The benchmark commands run end to end and write their figures (numbers are not judged here: benchmarks
+print them; timed assertions would flake on a shared machine).
+
+The default run takes each in a quick mode. `python -m pytest -m bench -s tests/bench` runs the full
+benchmarks, as `slimdrive bench ...` with the configs' defaults, and prints their figures (minutes).
+"""
 from __future__ import annotations
 
 import json
@@ -7,13 +11,16 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[2]
+FULL_TIMEOUT = 1800  # s: a full benchmark on a loaded 2-core machine
 
 
-def _bench(tmp_path: Path, *args: str) -> tuple[dict, str]:
+def _bench(tmp_path: Path, *args: str, timeout: float = 600) -> tuple[dict, str]:
     out = tmp_path / "figures.json"
     done = subprocess.run([sys.executable, "-m", "slimdrive", "bench", *args, f"out={out}"], cwd=REPO,
-                          capture_output=True, text=True, timeout=600)
+                          capture_output=True, text=True, timeout=timeout)
     assert done.returncode == 0, done.stderr[-2000:]
     assert f"wrote {out}" in done.stdout
     return json.loads(out.read_text()), done.stdout
@@ -23,6 +30,14 @@ def test_bench_server_quick(tmp_path):
     figures, printed = _bench(tmp_path, "server", "ticks=40", "vehicles=10", "walkers=10")
     assert figures["ticks_per_second"] > 0 and figures["vehicles"] == 10
     assert "synchronous ticks/s through the stock carla client" in printed
+
+
+def test_bench_sim_quick(tmp_path):
+    figures, printed = _bench(tmp_path, "sim", "steps=3", "warmup=1", "vehicles=4", "walkers=3", "rig=front1",
+                              "rig.image_size_x=64", "rig.image_size_y=32")
+    assert figures["cameras"] == 1 and figures["image"] == "64x32" and figures["moving_actors"] == 7
+    assert figures["steps_per_s"] > 0 and set(figures["ms_per_step"]) == {"total", "physics", "render", "transport"}
+    assert "steps/s through the stock client" in printed
 
 
 def test_bench_env_quick(tmp_path):
@@ -36,3 +51,35 @@ def test_bench_rejects_an_unknown_override(tmp_path):
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and "bad override" in done.stderr and "conf/bench/server.yaml" in done.stderr
 
+
+# ------------------------------------------------------------------------ full benchmarks (-m bench)
+@pytest.mark.bench
+@pytest.mark.timeout(FULL_TIMEOUT)
+def test_full_bench_server(tmp_path):
+    figures, printed = _bench(tmp_path, "server", timeout=FULL_TIMEOUT)
+    print(printed)
+    assert figures["vehicles"] == 50 and figures["walkers"] == 50 and figures["ticks_per_second"] > 0
+
+
+@pytest.mark.bench
+@pytest.mark.timeout(FULL_TIMEOUT)
+def test_full_bench_sim(tmp_path):
+    figures, printed = _bench(tmp_path, "sim", timeout=FULL_TIMEOUT)
+    print(printed)
+    assert figures["rig"] == "tesla8" and figures["moving_actors"] == 30 and figures["steps_per_s"] > 0
+
+
+@pytest.mark.bench
+@pytest.mark.timeout(FULL_TIMEOUT)
+def test_full_bench_env(tmp_path):
+    figures, printed = _bench(tmp_path, "env", timeout=FULL_TIMEOUT)
+    print(printed)
+    assert figures["rig"] == "tesla8" and figures["env_steps_per_s"] > 0 and figures["raw_client_steps_per_s"] > 0
+
+
+@pytest.mark.bench
+@pytest.mark.timeout(FULL_TIMEOUT)
+def test_full_bench_policy(tmp_path):
+    figures, printed = _bench(tmp_path, "policy", timeout=FULL_TIMEOUT)
+    print(printed)
+    assert figures["mode"] == "full" and set(figures["variants"]) == {"packed", "fake_quant", "fp32", "bf16"}
