@@ -5,9 +5,11 @@ default), runs the scenario's behaviours, judges the tick with the Leaderboard c
 frame-matched images of every camera of the rig.
 
 Reward, per step: `progress x (route completion gained, in percentage points)` minus, for each new
-infraction, `infraction_scale x (1 - its Leaderboard 2.0 coefficient)`; an infraction that ends the route
-(deviation, blocked, timeout) or a collision costs the full `infraction_scale` when it has no coefficient.
-So an episode's return tracks the Leaderboard's driving score on a 0-100 scale.
+infraction, `infraction_scale x (1 - f)` where f is the factor the infraction multiplies the Leaderboard 2.0
+infraction penalty by (`scenarios/metrics.py`): its coefficient, or for outside-route-lanes and a route
+quarter's minimum speed the factor of their percentage. An infraction that ends the route (deviation,
+blocked, timeout) has no factor and costs the full `infraction_scale`. So an episode's return tracks the
+Leaderboard's driving score on a 0-100 scale.
 
 `terminated`: a collision, leaving the route by more than 30 m, or reaching the goal. `truncated`: the route
 timeout or being blocked for 180 s. A dead embedded server ends the episode with `info["failure"]` set and is
@@ -18,7 +20,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import carla
 import cv2
@@ -27,8 +29,10 @@ import numpy as np
 from gymnasium import spaces
 from omegaconf import DictConfig, OmegaConf
 
-from scenarios.criteria import PENALTY, EpisodeCriteria
-from scenarios.route import RoadOption, Route, route_from_length
+from scenarios.compile import default_timeout_s
+from scenarios.criteria import ENDS_ROUTE, EpisodeCriteria, Infraction
+from scenarios.metrics import infraction_penalty
+from scenarios.route import Route, route_from_length
 
 from .birdseye import birdseye_view
 from .budget import validate_action
@@ -42,6 +46,22 @@ COLLISION_KINDS = ("collisions_pedestrian", "collisions_vehicle", "collisions_la
 
 class ServerDied(RuntimeError):
     pass
+
+
+def infraction_factor(infraction: Infraction, outside_lanes_pct: float,
+                      min_speed_pct_per_quarter: Sequence[float]) -> float:
+    """What `infraction` multiplies the Leaderboard 2.0 infraction penalty by, from `scenarios/metrics.py`
+    (0 for one that ends the route: it has no factor, and the reward charges it in full)."""
+    if infraction.kind in ENDS_ROUTE:
+        return 0.0
+    # These two are recorded when the route closes; the metric scales them by the route's percentages.
+    if infraction.kind == "outside_route_lanes":
+        return infraction_penalty((), outside_lanes_pct=outside_lanes_pct)
+    if infraction.kind == "min_speed_infractions":
+        quarter = int(infraction.detail["quarter"])
+        return infraction_penalty((), min_speed_pct_per_quarter=[min_speed_pct_per_quarter[quarter]])
+    return infraction_penalty([infraction.kind])
+
 
 
 @dataclass
@@ -155,7 +175,7 @@ class DrivingEnv(gym.Env):
         self._ego = self._spawn_ego(world)
         self._cameras = spawn_rig(world, self._ego, self.rig)
         timeout = self._scenario.timeout_s if self._scenario is not None else \
-            10.0 + float(self.cfg.timeout_per_m_s) * self._route.length
+            default_timeout_s(self._route.length, float(self.cfg.timeout_per_m_s))
         self._criteria = EpisodeCriteria(world, self._ego, self._route, timeout)
         # The client subscribes to new sensors asynchronously: tick the lone ego until every camera streams,
         # then restart the lights, so that the episode proper starts from the same state whatever it took.
@@ -191,25 +211,30 @@ class DrivingEnv(gym.Env):
     # -------------------------------------------------------------------------------------------- step
     def step(self, action):
         steer, throttle, brake = validate_action(action, "DrivingEnv.step")
+        criteria = self._criteria
         try:
             self._ego.apply_control(carla.VehicleControl(throttle=float(throttle), steer=float(steer),
                                                          brake=float(brake)))
-            new = self._tick()
+            snapshot, new = self._tick()
+            collided = any(i.kind in COLLISION_KINDS for i in new)
+            if collided:
+                # End the route now, so that its closing infractions (outside lanes, minimum speed) are charged
+                # and reported with this step, as when the criteria end the route themselves.
+                before = len(criteria.infractions)
+                criteria.finish(snapshot, "collision")
+                new = new + criteria.infractions[before:]
         except (RuntimeError, TimeoutError) as exc:
             return self._failed_step(exc)
-        criteria = self._criteria
         completion = criteria.route_completion
         reward = float(self.cfg.reward.progress) * (completion - self._last_completion)
-        reward -= float(self.cfg.reward.infraction_scale) * sum(1.0 - PENALTY.get(i.kind, 0.0) for i in new)
+        reward -= float(self.cfg.reward.infraction_scale) * sum(
+            1.0 - infraction_factor(i, criteria.outside_lanes_pct, criteria.min_speed_pct_per_quarter) for i in new)
         self._last_completion = completion
-        collided = any(i.kind in COLLISION_KINDS for i in new)
         terminated = collided or criteria.done in ("completed", "route deviation")
         truncated = not terminated and criteria.done in ("route timeout", "agent blocked")
-        if collided:
-            criteria.finish(self._world.get_snapshot(), "collision")
         return self._last_obs, reward, terminated, truncated, self._info(new)
 
-    def _tick(self) -> list:
+    def _tick(self) -> tuple[carla.WorldSnapshot, list[Infraction]]:
         frame = self._world.tick()
         snapshot = self._world.get_snapshot()
         if snapshot.frame != frame:
@@ -222,7 +247,7 @@ class DrivingEnv(gym.Env):
         self.frame = frame
         self._steps += 1
         self._last_obs = self._observation(snapshot, images)
-        return new
+        return snapshot, new
 
     def _failed_step(self, exc: Exception):
         if self._server is None:

@@ -30,6 +30,11 @@ DEFAULT_TIMEOUT_S = 10.0  # plus DEFAULT_TIMEOUT_PER_M per metre of route when a
 DEFAULT_TIMEOUT_PER_M = 0.5
 
 
+def default_timeout_s(route_length_m: float, per_m: float = DEFAULT_TIMEOUT_PER_M) -> float:
+    """The route timeout when none is given (here and in DrivingEnv): DEFAULT_TIMEOUT_S + per_m x length."""
+    return DEFAULT_TIMEOUT_S + per_m * route_length_m
+
+
 @dataclass
 class ScenarioSpec:
     """A validated file: the model (distributions still in it) and its source for error lines."""
@@ -310,7 +315,7 @@ def compile_scenario(spec: ScenarioSpec, seed: int, world_map: carla.Map) -> Com
         actors.append(CompiledActor(actor.id, actor.blueprint, kind, placed.transform, placed.route_s,
                                     list(actor.behaviour), placed.cross_direction, placed.cross_distance))
     weather, weather_name = _weather(scenario.weather)
-    timeout = scenario.criteria.timeout_s or DEFAULT_TIMEOUT_S + DEFAULT_TIMEOUT_PER_M * route.length
+    timeout = scenario.criteria.timeout_s or default_timeout_s(route.length)
     return CompiledScenario(scenario.name, source.file, seed, map_path(spec), weather, weather_name, route,
                             scenario.ego.blueprint, float(scenario.ego.speed_limit), float(timeout),
                             scenario.ego_lights, actors, values)
