@@ -1,4 +1,5 @@
-"""A bird's-eye view around the ego, drawn from the CARLA client API alone (so it works on CARLA too).
+"""A bird's-eye view around the ego, drawn from the CARLA client API alone (so it works on CARLA too), and
+the mosaic that shows it beside a rig's camera images (`DrivingEnv.render`, `slimdrive render`).
 
 Ego-centred and heading up: lanes from the map's lane graph, the route, traffic-light stop zones in their
 live colour, vehicles and walkers as oriented boxes (the ego in green).
@@ -6,6 +7,7 @@ live colour, vehicles and walkers as oriented boxes (the ego in green).
 from __future__ import annotations
 
 import math
+from typing import Sequence
 
 import carla
 import cv2
@@ -70,3 +72,31 @@ def birdseye_view(world: carla.World, ego: carla.Actor, size: int = 256, metres:
         colour = EGO if actor.id == ego.id else VEHICLE if kind == "vehicle" else WALKER
         cv2.fillPoly(image, [fix(_box(actor.get_transform(), actor.bounding_box.extent))], colour, cv2.LINE_AA, shift)
     return image
+
+
+def _label(image: np.ndarray, text: str) -> None:
+    cv2.putText(image, text, (4, 12), cv2.FONT_HERSHEY_SIMPLEX, 0.38, (255, 255, 255), 1, cv2.LINE_AA)
+
+
+def mosaic(tiles: Sequence[np.ndarray], names: Sequence[str], bev: np.ndarray, columns: int,
+           caption: str | None = None) -> np.ndarray:
+    """Camera tiles in order, `columns` per row, each labelled with its name, with the bird's-eye view
+    (scaled to the grid's height) to their right and an optional caption bar below. Channels keep their
+    order (RGB in, RGB out; BGR in, BGR out); a fourth (alpha) channel is dropped."""
+    h, w = tiles[0].shape[:2]
+    rows = math.ceil(len(tiles) / columns)
+    grid = np.full((rows * h, columns * w, 3), 32, np.uint8)
+    for i, (tile, name) in enumerate(zip(tiles, names)):
+        r, c = divmod(i, columns)
+        tile = tile[..., :3].copy()
+        _label(tile, name)
+        grid[r * h:(r + 1) * h, c * w:(c + 1) * w] = tile
+    side = grid.shape[0]
+    bev = cv2.resize(bev[..., :3], (side, side), interpolation=cv2.INTER_AREA)
+    _label(bev, "bird's-eye")
+    out = np.concatenate([grid, bev], axis=1)
+    if caption is None:
+        return out
+    bar = np.full((18, out.shape[1], 3), 20, np.uint8)
+    cv2.putText(bar, caption, (4, 13), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (230, 230, 230), 1, cv2.LINE_AA)
+    return np.concatenate([out, bar], axis=0)

@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import carla
-import cv2
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
@@ -34,7 +33,7 @@ from scenarios.criteria import ENDS_ROUTE, EpisodeCriteria, Infraction
 from scenarios.metrics import infraction_penalty
 from scenarios.route import Route, route_from_length
 
-from .birdseye import birdseye_view
+from .birdseye import birdseye_view, mosaic
 from .budget import validate_action
 from .rig import Rig, RigSensors, load_rig, spawn_rig
 from .server.launch import ServerProcess, launch
@@ -291,15 +290,13 @@ class DrivingEnv(gym.Env):
 
     # ----------------------------------------------------------------------------------------- render
     def render(self) -> np.ndarray:
-        """The rig's images in a mosaic (two rows) beside a bird's-eye view of the ego's surroundings."""
+        """The latest observation's images in a mosaic (two rows) beside a bird's-eye view of the ego's
+        surroundings."""
         cameras = self._last_obs["cameras"]
-        n, h, w, _ = cameras.shape
-        cols = math.ceil(n / 2)
-        mosaic = np.zeros((2 * h, cols * w, 3), np.uint8)
-        for i, image in enumerate(cameras):
-            mosaic[(i // cols) * h:(i // cols + 1) * h, (i % cols) * w:(i % cols + 1) * w] = image
-        bev = birdseye_view(self._world, self._ego, size=2 * h, route=self._route)
-        return np.concatenate([mosaic, bev], axis=1)
+        columns = math.ceil(len(cameras) / 2)
+        side = math.ceil(len(cameras) / columns) * cameras.shape[1]
+        bev = birdseye_view(self._world, self._ego, size=side, route=self._route)
+        return mosaic(cameras, self.rig.names, bev, columns)
 
     @property
     def privileged(self) -> Privileged:

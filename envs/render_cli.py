@@ -5,14 +5,14 @@ weather and seed, rendered by the embedded simulator and fetched through the sto
 """
 from __future__ import annotations
 
-import math
 import queue
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from envs.rig import Rig, bgra_array, rig_from_config, spawn_rig
+from envs.birdseye import mosaic
+from envs.rig import bgra_array, rig_from_config, spawn_rig
 from envs.server.launch import launch
 
 TILE_COLUMNS = 3
@@ -72,25 +72,6 @@ def populate(carla, world, ego_location, vehicles: int, walkers: int, seed: int)
     return actors
 
 
-def mosaic(rig: Rig, images: dict[str, np.ndarray], bev: np.ndarray, caption: str) -> np.ndarray:
-    """Camera tiles in rig order, TILE_COLUMNS per row, with the bird's-eye view to their right."""
-    w, h = rig.image_size_x, rig.image_size_y
-    rows = math.ceil(len(rig.cameras) / TILE_COLUMNS)
-    grid = np.full((rows * h, TILE_COLUMNS * w, 3), 32, np.uint8)
-    for i, name in enumerate(rig.names):
-        r, c = divmod(i, TILE_COLUMNS)
-        tile = images[name][..., :3].copy()
-        cv2.putText(tile, name, (4, 12), cv2.FONT_HERSHEY_SIMPLEX, 0.38, (255, 255, 255), 1, cv2.LINE_AA)
-        grid[r * h:(r + 1) * h, c * w:(c + 1) * w] = tile
-    side = max(grid.shape[0], 1)
-    bev = cv2.resize(bev[..., :3], (side, side), interpolation=cv2.INTER_AREA)
-    cv2.putText(bev, "bird's-eye", (4, 12), cv2.FONT_HERSHEY_SIMPLEX, 0.38, (255, 255, 255), 1, cv2.LINE_AA)
-    out = np.concatenate([grid, bev], axis=1)
-    bar = np.full((18, out.shape[1], 3), 20, np.uint8)
-    cv2.putText(bar, caption, (4, 13), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (230, 230, 230), 1, cv2.LINE_AA)
-    return np.concatenate([out, bar], axis=0)
-
-
 def render(cfg, host: str, port: int) -> np.ndarray:
     """Set up the scene on a running simulator and return the mosaic (BGR)."""
     import carla
@@ -134,7 +115,8 @@ def render(cfg, host: str, port: int) -> np.ndarray:
                 break
         caption = (f"map={cfg.map} pose={cfg.pose} weather={cfg.weather} seed={cfg.seed} "
                    f"rig={rig.name} {rig.image_size_x}x{rig.image_size_y}")
-        return mosaic(rig, images, bgra_array(bev_image), caption)
+        return mosaic([images[name] for name in rig.names], rig.names, bgra_array(bev_image), TILE_COLUMNS,
+                      caption)
     finally:
         bev_cam.stop()
         cameras.destroy()
