@@ -13,14 +13,15 @@ Leaderboard's driving score on a 0-100 scale.
 
 `terminated`: a collision, leaving the route by more than 30 m, or reaching the goal. `truncated`: the route
 timeout or being blocked for 180 s. A dead embedded server ends the episode with `info["failure"]` set and is
-restarted by the next `reset()`; a dead remote server raises an error naming its host and port.
+restarted by the next `reset()`; a dead remote server raises `ServerDied` naming its host and port. An error
+raised by the scenario hook while the simulator still answers is the scenario's: `ScenarioFailed`, naming it.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import carla
 import gymnasium as gym
@@ -28,6 +29,7 @@ import numpy as np
 from gymnasium import spaces
 from omegaconf import DictConfig, OmegaConf
 
+from scenarios.behaviours import ActorRunner
 from scenarios.compile import default_timeout_s
 from scenarios.criteria import ENDS_ROUTE, EpisodeCriteria, Infraction
 from scenarios.metrics import infraction_penalty
@@ -36,7 +38,7 @@ from scenarios.route import Route, route_from_length
 from .birdseye import birdseye_view, mosaic
 from .budget import validate_action
 from .rig import Rig, RigSensors, load_rig, spawn_rig
-from .server.launch import ServerProcess, launch
+from .server.launch import ServerProcess, ServerStartError, launch, ping
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "conf" / "env" / "default.yaml"
 SPAWN_LIFT_M = 0.3  # spawn slightly above the road, as CARLA's spawn points do
@@ -44,7 +46,11 @@ COLLISION_KINDS = ("collisions_pedestrian", "collisions_vehicle", "collisions_la
 
 
 class ServerDied(RuntimeError):
-    pass
+    """The simulator stopped answering; the message names its host and port."""
+
+
+class ScenarioFailed(RuntimeError):
+    """The scenario hook raised while the simulator still answered: a fault of the scenario, not the server."""
 
 
 def infraction_factor(infraction: Infraction, outside_lanes_pct: float,
@@ -61,6 +67,24 @@ def infraction_factor(infraction: Infraction, outside_lanes_pct: float,
         return infraction_penalty((), min_speed_pct_per_quarter=[min_speed_pct_per_quarter[quarter]])
     return infraction_penalty([infraction.kind])
 
+
+def _failing_behaviour(exc: BaseException) -> str | None:
+    """The scenario actor and behaviour step that raised `exc`. A hook's tick runs every actor's behaviour,
+    so the traceback (its innermost `ActorRunner` frame) is what tells which one failed."""
+    runner = None
+    trace = exc.__traceback__
+    while trace is not None:
+        candidate = trace.tb_frame.f_locals.get("self")
+        if isinstance(candidate, ActorRunner):
+            runner = candidate
+        trace = trace.tb_next
+    if runner is None:
+        return None
+    step = runner.step
+    if step is None:
+        return f"actor '{runner.spec.id}'"
+    named = f" '{step.name}'" if step.name else ""
+    return f"actor '{runner.spec.id}', behaviour step {runner.index}{named} ({step.primitive})"
 
 
 @dataclass
@@ -132,38 +156,81 @@ class DrivingEnv(gym.Env):
             else:
                 self._client = carla.Client(self.cfg.server.host, int(self.cfg.server.port))
             self._client.set_timeout(float(self.cfg.server.timeout_s))
-            self._world = self._call("get_world", self._client.get_world)
+            self._world = self._client.get_world()
             self._map_name = self._world.get_map().name.split("/")[-1]
         wanted = Path(map_name).stem if map_name.endswith(".xodr") else map_name
         if wanted != self._map_name:
             if map_name.endswith(".xodr"):
-                self._world = self._call("generate_opendrive_world",
-                                         lambda: self._client.generate_opendrive_world(Path(map_name).read_text()))
+                self._world = self._client.generate_opendrive_world(Path(map_name).read_text())
             else:
-                self._world = self._call("load_world", lambda: self._client.load_world(map_name))
+                self._world = self._client.load_world(map_name)
             self._map_name = wanted
         settings = self._world.get_settings()
         settings.synchronous_mode, settings.fixed_delta_seconds = True, self.fixed_delta_seconds
         self._world.apply_settings(settings)
 
-    def _call(self, what: str, fn):
+    def _simulator_answers(self) -> bool:
+        """Whether the simulator still answers an RPC on a fresh connection (so an error was not its death)."""
+        if self._server is not None:
+            if not self._server.alive():
+                return False
+            host, port = self._server.host, self._server.port
+        elif self.cfg.server.host is not None:
+            host, port = self.cfg.server.host, int(self.cfg.server.port)
+        else:
+            return False  # an embedded simulator that is not running
         try:
-            return fn()
-        except RuntimeError as exc:
-            raise ServerDied(f"{what} failed on the simulator at {self.endpoint}: {exc}") from exc
+            ping(host, port, timeout=float(self.cfg.server.timeout_s))
+            return True
+        except OSError:
+            return False
+
+    def _server_died(self, exc: BaseException) -> ServerDied:
+        return ServerDied(f"the CARLA server at {self.endpoint} stopped answering ({exc}); "
+                          "check that it is running, then reset")
 
     def _drop_connection(self) -> None:
-        """Forget a dead embedded server (stopping it by pid) so that the next reset starts a new one."""
+        """Forget a dead server (stopping an embedded one by pid): the next reset connects (or launches) anew."""
         if self._server is not None:
             self._server.stop()
         self._server = self._client = self._world = self._map_name = None
         self._ego = self._cameras = self._criteria = self._scenario = None
 
+    def _hook(self, stage: str, call: Callable, *args: Any) -> Any:
+        """Call the scenario hook's `stage`. What it raises while the simulator still answers is the scenario's
+        fault: `ScenarioFailed`, and the server is left running. Otherwise the error is the simulator's."""
+        try:
+            return call(*args)
+        except Exception as exc:
+            if not self._simulator_answers():
+                raise
+            scenario = self._scenario
+            name = getattr(scenario, "name", type(scenario).__name__)
+            file = getattr(getattr(scenario, "spec", None), "file", None)
+            behaviour = _failing_behaviour(exc)
+            raise ScenarioFailed(
+                f"scenario '{name}'{f' ({file})' if file else ''} failed in its {stage}"
+                f"{f' at {behaviour}' if behaviour else ''}: {type(exc).__name__}: {exc} "
+                f"(the simulator at {self.endpoint} is fine; fix the scenario, then reset)") from exc
+
     # ------------------------------------------------------------------------------------------- reset
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
-        self._cleanup()
-        self._scenario = (options or {}).get("scenario")
+        try:
+            self._cleanup()
+            self._scenario = (options or {}).get("scenario")
+            self._start_episode()
+        except (ServerDied, ScenarioFailed, ServerStartError):
+            raise
+        except (RuntimeError, TimeoutError) as exc:
+            if self._simulator_answers():
+                raise  # the server is fine; the request was not (e.g. an unknown map, an occupied start)
+            died = self._server_died(exc)
+            self._drop_connection()
+            raise died from exc
+        return self._last_obs, self._info([])
+
+    def _start_episode(self) -> None:
         map_name = self._scenario.map_name if self._scenario is not None else self.cfg.map
         self._connect(map_name)
         world, world_map = self._world, self._world.get_map()
@@ -181,12 +248,11 @@ class DrivingEnv(gym.Env):
         self._cameras.warm_up(world)
         world.reset_all_traffic_lights()
         if self._scenario is not None:
-            self._scenario.setup(self._client, world, self._ego, self._route)
+            self._hook("setup", self._scenario.setup, self._client, world, self._ego, self._route)
         self._steps = 0
         for _ in range(int(self.cfg.warmup_ticks)):
             self._tick()
         self._last_completion = self._criteria.route_completion
-        return self._last_obs, self._info([])
 
     def _plan_route(self, world_map: carla.Map) -> Route:
         if self._scenario is not None:
@@ -210,6 +276,9 @@ class DrivingEnv(gym.Env):
     # -------------------------------------------------------------------------------------------- step
     def step(self, action):
         steer, throttle, brake = validate_action(action, "DrivingEnv.step")
+        if self._ego is None:
+            raise gym.error.ResetNeeded("DrivingEnv.step: no episode is running (the last one failed or none "
+                                        "was started); call reset()")
         criteria = self._criteria
         try:
             self._ego.apply_control(carla.VehicleControl(throttle=float(throttle), steer=float(steer),
@@ -222,6 +291,8 @@ class DrivingEnv(gym.Env):
                 before = len(criteria.infractions)
                 criteria.finish(snapshot, "collision")
                 new = new + criteria.infractions[before:]
+        except ScenarioFailed:
+            raise
         except (RuntimeError, TimeoutError) as exc:
             return self._failed_step(exc)
         completion = criteria.route_completion
@@ -241,7 +312,7 @@ class DrivingEnv(gym.Env):
         # Images first: waiting for this frame's camera streams also gives the collision stream time to arrive.
         images = self._cameras.read(frame, timeout=float(self.cfg.sensor_timeout_s))
         if self._scenario is not None:
-            self._scenario.tick(self._world, self._ego, snapshot)
+            self._hook("tick", self._scenario.tick, self._world, self._ego, snapshot)
         new = self._criteria.update(snapshot)
         self.frame = frame
         self._steps += 1
@@ -249,13 +320,13 @@ class DrivingEnv(gym.Env):
         return snapshot, new
 
     def _failed_step(self, exc: Exception):
+        """A failed tick: a remote server raises `ServerDied` (the next reset reconnects or says it is gone);
+        an embedded one is stopped and the episode ends with the last observation and `info["failure"]`."""
         if self._server is None:
-            raise ServerDied(f"the CARLA server at {self.endpoint} stopped answering ({exc}); "
-                             "check that it is running, then reset") from exc
-        message = f"embedded simulator at {self.endpoint} failed: {exc}"
+            raise self._server_died(exc) from exc
+        info = {**self._info([]), "done_reason": "simulator failure",
+                "failure": f"embedded simulator at {self.endpoint} failed: {exc}"}
         self._drop_connection()
-        info = {"failure": message, "step": self._steps, "route_completion": 0.0, "infractions": [],
-                "new_infractions": []}
         return self._last_obs, 0.0, True, False, info
 
     def _observation(self, snapshot: carla.WorldSnapshot, images: dict[str, np.ndarray]) -> dict:
@@ -277,7 +348,8 @@ class DrivingEnv(gym.Env):
     def _info(self, new: list) -> dict:
         criteria = self._criteria
         return {
-            "step": self._steps,  # the world frame, which keeps counting across episodes, is `env.frame`
+            "step": self._steps,  # ticks since reset
+            "frame": self.frame,  # the world frame of the observation, which keeps counting across episodes
             "sim_time": self._steps * self.fixed_delta_seconds,
             "route_completion": criteria.route_completion,
             "route_length_m": self._route.length,
@@ -291,11 +363,16 @@ class DrivingEnv(gym.Env):
     # ----------------------------------------------------------------------------------------- render
     def render(self) -> np.ndarray:
         """The latest observation's images in a mosaic (two rows) beside a bird's-eye view of the ego's
-        surroundings."""
+        surroundings; after a simulator failure the bird's-eye panel is blank (that world is gone)."""
+        if self._last_obs is None:
+            raise gym.error.ResetNeeded("DrivingEnv.render: nothing to show before the first reset()")
         cameras = self._last_obs["cameras"]
         columns = math.ceil(len(cameras) / 2)
         side = math.ceil(len(cameras) / columns) * cameras.shape[1]
-        bev = birdseye_view(self._world, self._ego, size=side, route=self._route)
+        if self._world is not None and self._ego is not None:
+            bev = birdseye_view(self._world, self._ego, size=side, route=self._route)
+        else:
+            bev = np.zeros((side, side, 3), np.uint8)
         return mosaic(cameras, self.rig.names, bev, columns)
 
     @property
@@ -305,23 +382,34 @@ class DrivingEnv(gym.Env):
 
     # ---------------------------------------------------------------------------------------- clean-up
     def _cleanup(self) -> None:
-        """CARLA's order: stop and destroy sensors, then the scenario's actors, then the ego."""
+        """CARLA's order: stop and destroy sensors, then the scenario's actors, then the ego. A dead embedded
+        server is forgotten (the next connect starts another); a dead remote one raises `ServerDied`."""
         if self._world is None:
             return
+        scenario_failed = None
         try:
             if self._cameras is not None:
                 self._cameras.destroy()
             if self._criteria is not None:
                 self._criteria.destroy()
             if self._scenario is not None:
-                self._scenario.cleanup(self._client)
+                try:
+                    self._hook("cleanup", self._scenario.cleanup, self._client)
+                except ScenarioFailed as exc:
+                    scenario_failed = exc  # the ego still goes, then the scenario's fault is reported
             if self._ego is not None and self._ego.is_alive:
                 self._ego.destroy()
-        except RuntimeError:
-            if self._server is None:
+        except (RuntimeError, TimeoutError) as exc:
+            if self._simulator_answers():
                 raise
-            self._drop_connection()  # a dead embedded server: the next reset starts afresh
-        self._cameras = self._criteria = self._ego = None
+            if self._server is None:
+                died = self._server_died(exc)
+                self._drop_connection()
+                raise died from exc
+            self._drop_connection()
+        self._cameras = self._criteria = self._ego = self._scenario = None
+        if scenario_failed is not None:
+            raise scenario_failed
 
     def close(self) -> None:
         try:
@@ -330,6 +418,8 @@ class DrivingEnv(gym.Env):
                 settings = self._world.get_settings()
                 settings.synchronous_mode, settings.fixed_delta_seconds = False, None
                 self._world.apply_settings(settings)
+        except ScenarioFailed:
+            raise  # after the finally below: a scenario's fault is worth hearing about even when closing
         except RuntimeError:
             pass  # the server is gone already; nothing left to restore
         finally:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import queue
+import re
 import signal
 
 import carla
@@ -14,7 +15,10 @@ from gymnasium.utils.env_checker import check_env
 
 import envs  # noqa: F401  (registers slimdrive/Drive-v0)
 from envs.budget import BudgetConfig, ComputeBudgetWrapper
-from envs.driving_env import DrivingEnv
+from envs.driving_env import DrivingEnv, ScenarioFailed, ServerDied
+from envs.server.launch import launch
+from scenarios.compile import load_scenario
+from scenarios.engine import ScenarioRun
 
 SMALL = dict(rig="front1", image_size_x=64, image_size_y=32)
 
@@ -26,10 +30,28 @@ def env():
     environment.close()
 
 
+class _WithoutWorldFrame(gym.Wrapper, gym.utils.RecordConstructorArgs):
+    """check_env wants the same info for the same seed; `info["frame"]` is the world frame, which keeps
+    counting across episodes by design (it names the frame of the sensor data), so only it is left out."""
+
+    def __init__(self, env: gym.Env):
+        gym.utils.RecordConstructorArgs.__init__(self)
+        super().__init__(env)
+
+    def reset(self, **kwargs):
+        obs, info = self.env.reset(**kwargs)
+        return obs, {key: value for key, value in info.items() if key != "frame"}
+
+    def step(self, action):
+        *transition, info = self.env.step(action)
+        return *transition, {key: value for key, value in info.items() if key != "frame"}
+
+
+@pytest.mark.filterwarnings("ignore:.*is different from the unwrapped version")
 def test_check_env_passes_with_the_eight_camera_rig():
     environment = gym.make("slimdrive/Drive-v0", image_size_x=64, image_size_y=32)
     try:
-        check_env(environment.unwrapped, skip_render_check=False)
+        check_env(_WithoutWorldFrame(environment.unwrapped), skip_render_check=False)
         obs, _ = environment.reset(seed=1)
         assert obs["cameras"].shape == (8, 32, 64, 3) and obs["cameras"].dtype == np.uint8
     finally:
@@ -82,6 +104,7 @@ def test_every_image_belongs_to_the_tick_it_is_returned_with(env):
         for _ in range(25):
             obs, _, _, _, info = env.step(np.array([0.0, 1.0, 0.0], np.float32))
             frame = env.frame
+            assert info["frame"] == frame
             while frame not in by_frame:
                 image = images.get(timeout=10.0)
                 by_frame[image.frame] = np.frombuffer(image.raw_data, np.uint8).reshape(
@@ -116,16 +139,81 @@ def test_killing_the_server_mid_episode_fails_the_episode_and_the_next_reset_wor
     env = DrivingEnv(**SMALL, **{"server.timeout_s": 6.0})
     try:
         env.reset(seed=5)
-        env.step(env.action_space.sample())
+        _, _, _, _, healthy = env.step(env.action_space.sample())
+        picture = env.render()
         os.kill(env._server.pid, signal.SIGKILL)
         _, _, terminated, truncated, info = env.step(np.array([0.0, 0.5, 0.0], np.float32))
         assert terminated and "failed" in info["failure"]
+        assert info.keys() == healthy.keys() and info["done_reason"] == "simulator failure"
+        assert info["frame"] == healthy["frame"] and info["route_length_m"] == healthy["route_length_m"]
+        assert env.render().shape == picture.shape, "render shows the last images after a failure"
+        with pytest.raises(gym.error.ResetNeeded):
+            env.step(np.array([0.0, 0.5, 0.0], np.float32))
         obs, info = env.reset(seed=5)
         assert obs["cameras"].shape[0] == 1
         _, _, _, _, info = env.step(np.array([0.0, 0.5, 0.0], np.float32))
         assert info["failure"] is None
     finally:
         env.close()
+
+
+def test_a_dead_remote_server_raises_server_died_naming_it_in_step_and_reset():
+    server = launch("town")
+    endpoint = f"{server.host}:{server.port}"
+    env = DrivingEnv(**SMALL, **{"server.host": server.host, "server.port": server.port, "server.timeout_s": 3.0})
+    try:
+        env.reset(seed=3)
+        env.step(np.array([0.0, 0.5, 0.0], np.float32))
+        os.kill(server.pid, signal.SIGKILL)
+        server.process.wait(10)
+        with pytest.raises(ServerDied, match=re.escape(endpoint)):
+            env.step(np.array([0.0, 0.5, 0.0], np.float32))
+        # The first reset finds the episode's actors gone with the server, the second cannot connect.
+        for _ in range(2):
+            with pytest.raises(ServerDied, match=re.escape(endpoint)):
+                env.reset(seed=3)
+        server.stop()
+        server = launch("town", port=server.port)  # "check that it is running, then reset"
+        _, info = env.reset(seed=3)
+        assert info["failure"] is None
+    finally:
+        env.close()
+        server.stop()
+
+
+BAD_LANE_CHANGE = """\
+name: lane_change_off_the_road
+description: A car on the outer shoulder told to change lanes to the right, where there is no lane.
+map: straight
+ego:
+  route: {start: {x: 680, y: -5.25}, length: 200}
+actors:
+  - id: lost_car
+    blueprint: vehicle.audi.a2
+    place: {s: 40, lane: shoulder}
+    behaviour:
+      - wait: {time: 0.5}
+      - name: swerve
+        change_lane: {direction: right, distance: 12, speed: 5}
+"""
+
+
+def test_a_scenario_error_names_scenario_and_behaviour_and_leaves_the_server_running(env, tmp_path):
+    file = tmp_path / "lane_change_off_the_road.yaml"
+    file.write_text(BAD_LANE_CHANGE)
+    env.reset(seed=0, options={"scenario": ScenarioRun(load_scenario(file), 0)})
+    server = env._server
+    with pytest.raises(ScenarioFailed) as caught:
+        for _ in range(40):
+            env.step(np.array([0.0, 0.3, 0.0], np.float32))
+    message = str(caught.value)
+    assert "'lane_change_off_the_road'" in message and str(file) in message
+    assert "actor 'lost_car', behaviour step 1 'swerve' (change_lane)" in message
+    assert "no lane to the right" in message
+    assert "embedded simulator" not in message
+    assert env._server is server and server.alive(), "a healthy server is not stopped for a scenario's fault"
+    obs, info = env.reset(seed=0)
+    assert env._server is server and info["failure"] is None
 
 
 def test_two_envs_run_side_by_side_in_an_async_vector_env():
