@@ -348,8 +348,9 @@ class DrivingEnv(gym.Env):
     def _info(self, new: list) -> dict:
         criteria = self._criteria
         return {
-            "step": self._steps,  # ticks since reset
-            "frame": self.frame,  # the world frame of the observation, which keeps counting across episodes
+            # ticks since reset; the world frame is `self.frame`: it keeps counting across episodes, so in `info`
+            # it would make same-seed episodes differ (Gymnasium's reset determinism check)
+            "step": self._steps,
             "sim_time": self._steps * self.fixed_delta_seconds,
             "route_completion": criteria.route_completion,
             "route_length_m": self._route.length,

@@ -30,28 +30,11 @@ def env():
     environment.close()
 
 
-class _WithoutWorldFrame(gym.Wrapper, gym.utils.RecordConstructorArgs):
-    """check_env wants the same info for the same seed; `info["frame"]` is the world frame, which keeps
-    counting across episodes by design (it names the frame of the sensor data), so only it is left out."""
-
-    def __init__(self, env: gym.Env):
-        gym.utils.RecordConstructorArgs.__init__(self)
-        super().__init__(env)
-
-    def reset(self, **kwargs):
-        obs, info = self.env.reset(**kwargs)
-        return obs, {key: value for key, value in info.items() if key != "frame"}
-
-    def step(self, action):
-        *transition, info = self.env.step(action)
-        return *transition, {key: value for key, value in info.items() if key != "frame"}
-
-
 @pytest.mark.filterwarnings("ignore:.*is different from the unwrapped version")
 def test_check_env_passes_with_the_eight_camera_rig():
     environment = gym.make("slimdrive/Drive-v0", image_size_x=64, image_size_y=32)
     try:
-        check_env(_WithoutWorldFrame(environment.unwrapped), skip_render_check=False)
+        check_env(environment.unwrapped, skip_render_check=False)
         obs, _ = environment.reset(seed=1)
         assert obs["cameras"].shape == (8, 32, 64, 3) and obs["cameras"].dtype == np.uint8
     finally:
@@ -104,7 +87,6 @@ def test_every_image_belongs_to_the_tick_it_is_returned_with(env):
         for _ in range(25):
             obs, _, _, _, info = env.step(np.array([0.0, 1.0, 0.0], np.float32))
             frame = env.frame
-            assert info["frame"] == frame
             while frame not in by_frame:
                 image = images.get(timeout=10.0)
                 by_frame[image.frame] = np.frombuffer(image.raw_data, np.uint8).reshape(
@@ -145,7 +127,7 @@ def test_killing_the_server_mid_episode_fails_the_episode_and_the_next_reset_wor
         _, _, terminated, truncated, info = env.step(np.array([0.0, 0.5, 0.0], np.float32))
         assert terminated and "failed" in info["failure"]
         assert info.keys() == healthy.keys() and info["done_reason"] == "simulator failure"
-        assert info["frame"] == healthy["frame"] and info["route_length_m"] == healthy["route_length_m"]
+        assert info["step"] == healthy["step"] and info["route_length_m"] == healthy["route_length_m"]
         assert env.render().shape == picture.shape, "render shows the last images after a failure"
         with pytest.raises(gym.error.ResetNeeded):
             env.step(np.array([0.0, 0.5, 0.0], np.float32))
