@@ -12,7 +12,7 @@ import pytest
 
 from envs.server.launch import launch
 from scenarios.compile import draw, load_scenario, validate_file, weather_of
-from scenarios.distributions import Choice
+from scenarios.distributions import Choice, parse_distribution
 from scenarios.engine import ScenarioRun
 from scenarios.suites import load_suite
 from scenarios.tracking import SpeedController, pure_pursuit
@@ -23,7 +23,13 @@ from scenarios.triggers import MIN_SPEED_FOR_TTA
 # steadier module (see _drive).
 LIBRARY = sorted((Path(__file__).resolve().parents[2] / "scenarios" / "library").glob("*.yaml"),
                  key=lambda p: (load_scenario(p).scenario.map, p.name))
-EGO_SPEED_SHARE = 0.8  # the scripted ego drives the route at this share of the speed limit, looking at nothing
+EGO_SPEED_SHARE = 0.8  # the scripted ego drives the route at this share of the speed limit
+# ... and brakes fully only for an actor in its lane right ahead (so it does not shove a braking lead car or a
+# cut-in out of its path); it looks at nothing else: no lights, no forecasts.
+# Alongside (centres less than a car length apart) does not count, or a car pulling out beside it and the ego
+# would wait for each other.
+EGO_LANE_HALF_M, EGO_ALONGSIDE_M = 2.0, 4.0
+EGO_STOP_GAP_M, EGO_STOP_HEADWAY_S = 7.0, 1.2
 TICKS = 500
 MOVED_M = 0.5
 DT = 0.05  # s per tick
@@ -88,6 +94,31 @@ def test_rare_event_seeds_are_held_out_from_training():
     assert not train & {e.seed for e in load_suite("rare_events")[1]}
 
 
+def _ranges(suite: str) -> dict[str, dict]:
+    """scenario name -> {parameter: its range as the suite runs it}, ranges compared by value (so `2` and
+    `{uniform: [2, 2]}` are the same range)."""
+    def support(value):
+        if not isinstance(value, dict):
+            return (float(value), float(value))
+        dist = parse_distribution(value)
+        return dist.support() if hasattr(dist, "support") else tuple(dist.options)
+    ranges: dict[str, dict] = {}
+    for episode in load_suite(suite)[1]:
+        ranges.setdefault(episode.scenario.scenario.name,
+                          {k: support(v) for k, v in episode.scenario.parameters.items()})
+    return ranges
+
+
+@pytest.mark.parametrize("other", ["train", "val"])
+def test_rare_event_parameter_ranges_differ_from_training(other):
+    rare, seen = _ranges("rare_events"), _ranges(other)
+    assert set(rare) <= set(seen), "every rare event is a library scenario that training also sees"
+    for name, params in rare.items():
+        assert params.keys() == seen[name].keys()
+        changed = [k for k in params if params[k] != seen[name][k]]
+        assert changed, f"{name}: rare_events runs it with {other}'s parameter ranges"
+
+
 @pytest.fixture(scope="module")
 def sim():
     with launch("town") as server:
@@ -119,9 +150,11 @@ class Trace:
         return found[0] if found else None
 
 
-def _drive(client: carla.Client, path: Path, seed: int) -> Trace:
-    """Run the scenario with a scripted ego and record actor positions, lights and junction flags per tick."""
-    spec = load_scenario(path)
+def _drive(client: carla.Client, path: Path, seed: int, suite: str | None = None) -> Trace:
+    """Run the scenario (with `suite`'s parameter overrides, if given) with a scripted ego and record actor
+    positions, lights and junction flags per tick."""
+    spec = load_scenario(path) if suite is None else \
+        next(e.scenario for e in load_suite(suite)[1] if e.scenario.file.resolve() == path.resolve())
     world = client.get_world()
     if not world.get_map().name.endswith(spec.scenario.map):
         world = client.load_world(spec.scenario.map)
@@ -155,9 +188,14 @@ def _drive(client: carla.Client, path: Path, seed: int) -> Trace:
             ego_xy.append((t.location.x, t.location.y))
             ego_s.append(run._ego_s)
             ego_speed.append(v)
+            blocked = False
+            forward = t.get_forward_vector()
             for name, actor_id in ids.items():
                 loc = snapshot.find(actor_id).get_transform().location
                 positions[name].append((loc.x, loc.y))
+                dx, dy = loc.x - t.location.x, loc.y - t.location.y
+                along, across = dx * forward.x + dy * forward.y, -dx * forward.y + dy * forward.x
+                blocked |= EGO_ALONGSIDE_M < along < EGO_STOP_GAP_M + EGO_STOP_HEADWAY_S * v and abs(across) < EGO_LANE_HALF_M
                 if name in vehicles:
                     waypoint = world_map.get_waypoint(loc, project_to_road=False)
                     in_junction[name].append(waypoint is not None and waypoint.is_junction)
@@ -167,7 +205,7 @@ def _drive(client: carla.Client, path: Path, seed: int) -> Trace:
                 light_states[light.id].append(light.get_state())
             s, _ = route.project(t.location, near_s=run._ego_s)
             ahead = route.xy[route.index_at(s):route.index_at(s + 30) + 1]
-            throttle, brake = control.control(v, ego_speed_goal)
+            throttle, brake = (0.0, 1.0) if blocked else control.control(v, ego_speed_goal)
             steer = pure_pursuit(t.location.x, t.location.y, t.rotation.yaw, v, ahead, 2.9)
             ego.apply_control(carla.VehicleControl(throttle=throttle, steer=steer, brake=brake))
     finally:
@@ -215,19 +253,21 @@ def _check_brake(trace: Trace, actor: str, k: int) -> None:
     assert decel >= HARD_DECEL, f"{actor} braked at {decel:.1f} m/s^2, not hard"
 
 
-def _check_change_lane(trace: Trace, actor: str, k: int, distance: float) -> None:
-    """A cut-in: in a neighbouring lane when the step starts, in the ego's lane (the route's) once it has
-    driven the lane change's distance, and moving over only from the trigger on."""
+def _check_change_lane(trace: Trace, actor: str, k: int, finish: int, distance: float) -> None:
+    """A cut-in: in a neighbouring lane when the step starts at tick k and still before it, in the ego's lane
+    (the route's) soon after the step finishes at tick `finish`, having driven the step's distance, and
+    there to the end."""
     route = trace.run.compiled.route
     lateral = np.array([route.project(carla.Location(x=x, y=y))[1] for x, y in trace.positions[actor]])
     assert abs(lateral[k]) > 2.5, f"{actor} was not in a neighbouring lane at the trigger ({lateral[k]:.1f} m)"
     assert np.ptp(lateral[max(k - 20, 0):k + 1]) < 0.3, f"{actor} moved over before the trigger"
-    travelled = np.concatenate([[0.0], np.cumsum(np.hypot(*np.diff(trace.positions[actor], axis=0).T))])
-    done = int(np.searchsorted(travelled, travelled[k] + distance + 5.0))
-    assert done < len(lateral), f"{actor} did not drive the lane change's distance"
-    assert abs(lateral[done]) < 0.7, f"{actor} did not end in the ego's lane ({lateral[done]:.1f} m off)"
     soon = min(k + 40, len(lateral) - 1)  # 2 s: a parked car pulls out from standstill
     assert abs(lateral[soon]) < abs(lateral[k]) - 0.5, f"{actor} did not start moving over at the trigger"
+    travelled = np.hypot(*np.diff(trace.positions[actor][k:finish + 1], axis=0).T).sum()
+    assert travelled >= distance - 0.5, f"{actor} ended its lane change after {travelled:.1f} m of {distance}"
+    settled = np.abs(lateral[finish:finish + 60])  # 3 s
+    assert settled.min() < 0.5, f"{actor} did not reach the ego's lane ({settled.min():.1f} m off)"
+    assert abs(lateral[-1]) < 0.7, f"{actor} did not stay in the ego's lane ({lateral[-1]:.1f} m off)"
 
 
 def _check_run_red_light(trace: Trace, actor: str, k: int) -> None:
@@ -248,9 +288,14 @@ def _check_run_red_light(trace: Trace, actor: str, k: int) -> None:
     assert across > 15.0, f"{actor} came out {across:.1f} m from where it went in: it did not cross"
 
 
-@pytest.mark.parametrize("path", LIBRARY, ids=[p.stem for p in LIBRARY])
-def test_behaviours_fire_as_written(sim, path):
-    trace = _drive(sim, path, seed=1000)
+RARE = {e.scenario.file.resolve() for e in load_suite("rare_events")[1]}
+CASES = [(p, None) for p in LIBRARY] + [(p, "rare_events") for p in LIBRARY if p.resolve() in RARE]
+
+
+@pytest.mark.parametrize("path,suite", CASES, ids=[f"{p.stem}-{s or 'file'}" for p, s in CASES])
+def test_behaviours_fire_as_written(sim, path, suite):
+    """With the file's own parameters and with rare_events' harder ranges."""
+    trace = _drive(sim, path, seed=1000, suite=suite)
     run, positions, frames = trace.run, trace.positions, trace.frames
     index = {frame: k for k, frame in enumerate(frames)}
     assert run.compiled.actors and set(positions) == {a.id for a in run.compiled.actors}
@@ -285,6 +330,8 @@ def test_behaviours_fire_as_written(sim, path):
             if step.primitive == "brake":
                 _check_brake(trace, actor, k)
             elif step.primitive == "change_lane":
-                _check_change_lane(trace, actor, k, float(step.change_lane.distance))
+                finished = trace.event(actor, j, "finished")
+                assert finished, f"{actor}'s lane change never finished"
+                _check_change_lane(trace, actor, k, index[finished.frame], float(step.change_lane.distance))
             elif step.primitive == "run_red_light":
                 _check_run_red_light(trace, actor, k)
