@@ -7,6 +7,9 @@ route ends on completion (> 99 % and within 10 m of the goal), on a deviation of
 blocked below 0.1 m/s for 180 s, or at the route timeout. Outside-route-lanes and minimum-speed figures are
 percentages that the driving score turns into penalties (see `scenarios/metrics.py`).
 
+Stop signs are not judged: `stop_infraction` keeps its coefficient but is never recorded, because the
+embedded server has no `traffic.stop` actors to test it against (docs/scenarios.md, "Criteria not evaluated").
+
 Only the carla client API is used, so the same criteria judge runs on the embedded server and on CARLA.
 """
 from __future__ import annotations
