@@ -228,15 +228,25 @@ def offline_map(map_name: str, base: str = ".") -> carla.Map | None:
     return carla.Map(Path(str(path)).stem, load_xodr_text(str(path)))
 
 
+def _preset(name: str) -> carla.WeatherParameters:
+    """A fresh copy of a `carla.WeatherParameters` preset: the class attributes are shared objects, and setting a
+    field on one would change that preset for every later episode in the process."""
+    preset = getattr(carla.WeatherParameters, name)
+    fields = ("cloudiness", "precipitation", "precipitation_deposits", "wind_intensity", "sun_azimuth_angle",
+              "sun_altitude_angle", "fog_density", "fog_distance", "wetness", "fog_falloff", "scattering_intensity",
+              "mie_scattering_scale", "rayleigh_scattering_scale", "dust_storm")
+    return carla.WeatherParameters(**{field: getattr(preset, field) for field in fields})
+
+
 def _weather(value: Any) -> tuple[carla.WeatherParameters, str]:
     if isinstance(value, str):
         if value in S.EXTRA_WEATHER:
-            weather = carla.WeatherParameters.ClearNoon
+            weather = _preset("ClearNoon")
             for name, v in S.EXTRA_WEATHER[value].items():
                 setattr(weather, name, v)
             return weather, value
-        return getattr(carla.WeatherParameters, value), value
-    weather = carla.WeatherParameters.ClearNoon
+        return _preset(value), value
+    weather = _preset("ClearNoon")
     for name in S.WEATHER_FIELDS:
         if getattr(value, name) is not None:
             setattr(weather, name, float(getattr(value, name)))

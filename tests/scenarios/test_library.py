@@ -67,9 +67,6 @@ def test_weather_varies_across_seeds_with_wet_fog_and_night_variants(path):
     assert any(w.sun_altitude_angle < 0 for w, _ in drawn), "no night variant"
 
 
-@pytest.mark.xfail(strict=True, reason="scenarios/compile.py _weather() sets the FoggyDay/custom fields on the "
-                   "shared carla.WeatherParameters.ClearNoon preset, so every later ClearNoon draw in the process "
-                   "is foggy; remove this mark with that fix")
 def test_weather_variants_stay_distinct_within_one_process():
     """Drawing FoggyDay (or a custom weather) must not change what ClearNoon means for later episodes."""
     spec = load_scenario(LIBRARY[0])
