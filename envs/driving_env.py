@@ -116,6 +116,11 @@ class DrivingEnv(gym.Env):
         self.cfg = env_config(cfg, **overrides)
         self.render_mode = render_mode
         self.fixed_delta_seconds = float(self.cfg.fixed_delta_seconds)
+        # Read once: a DictConfig lookup costs tens of microseconds, and every step needs these.
+        self._progress_weight = float(self.cfg.reward.progress)
+        self._infraction_scale = float(self.cfg.reward.infraction_scale)
+        self._sensor_timeout_s = float(self.cfg.sensor_timeout_s)
+        self._target_ahead_m = float(self.cfg.target_ahead_m)
         self.rig: Rig = load_rig(self.cfg.rig, image_size_x=self.cfg.image_size_x, image_size_y=self.cfg.image_size_y)
         n, h, w = len(self.rig.cameras), self.rig.image_size_y, self.rig.image_size_x
         self.observation_space = spaces.Dict({
@@ -296,8 +301,8 @@ class DrivingEnv(gym.Env):
         except (RuntimeError, TimeoutError) as exc:
             return self._failed_step(exc)
         completion = criteria.route_completion
-        reward = float(self.cfg.reward.progress) * (completion - self._last_completion)
-        reward -= float(self.cfg.reward.infraction_scale) * sum(
+        reward = self._progress_weight * (completion - self._last_completion)
+        reward -= self._infraction_scale * sum(
             1.0 - infraction_factor(i, criteria.outside_lanes_pct, criteria.min_speed_pct_per_quarter) for i in new)
         self._last_completion = completion
         terminated = collided or criteria.done in ("completed", "route deviation")
@@ -310,7 +315,7 @@ class DrivingEnv(gym.Env):
         if snapshot.frame != frame:
             raise RuntimeError(f"world.tick() returned frame {frame} but the snapshot is frame {snapshot.frame}")
         # Images first: waiting for this frame's camera streams also gives the collision stream time to arrive.
-        images = self._cameras.read(frame, timeout=float(self.cfg.sensor_timeout_s))
+        images = self._cameras.read(frame, timeout=self._sensor_timeout_s)
         if self._scenario is not None:
             self._hook("tick", self._scenario.tick, self._world, self._ego, snapshot)
         new = self._criteria.update(snapshot)
@@ -333,11 +338,16 @@ class DrivingEnv(gym.Env):
         state = snapshot.find(self._ego.id)
         transform = state.get_transform()
         s, _ = self._route.project(transform.location, near_s=self._criteria.progress_s)
-        target = self._route.target_point(s, float(self.cfg.target_ahead_m)).location
+        target = self._route.target_point(s, self._target_ahead_m).location
         yaw = math.radians(transform.rotation.yaw)
         dx, dy = target.x - transform.location.x, target.y - transform.location.y
         ego_frame = (dx * math.cos(yaw) + dy * math.sin(yaw), -dx * math.sin(yaw) + dy * math.cos(yaw))
-        cameras = np.stack([images[name][:, :, 2::-1] for name in self.rig.names])  # BGRA -> RGB
+        cameras = np.empty(self.observation_space["cameras"].shape, np.uint8)
+        for rgb, name in zip(cameras, self.rig.names):
+            # BGRA -> RGB a channel at a time: 4x faster than one negative-stride copy. (Not cv2.cvtColor: its
+            # thread pool deadlocks in the processes an AsyncVectorEnv forks from this one.)
+            bgra = images[name]
+            rgb[..., 0], rgb[..., 1], rgb[..., 2] = bgra[..., 2], bgra[..., 1], bgra[..., 0]
         return {
             "cameras": cameras,
             "speed": np.array([state.get_velocity().length()], np.float32),
