@@ -199,7 +199,9 @@ def test_a_scenario_error_names_scenario_and_behaviour_and_leaves_the_server_run
 
 
 def test_two_envs_run_side_by_side_in_an_async_vector_env():
-    vector = gym.vector.AsyncVectorEnv([lambda: gym.make("slimdrive/Drive-v0", **SMALL)] * 2)
+    # "spawn", as docs/env.md advises: a forked worker inherits this process's CARLA clients (earlier tests')
+    # without their threads, and hangs when it frees one. "envs:" makes each fresh worker import the package.
+    vector = gym.vector.AsyncVectorEnv([lambda: gym.make("envs:slimdrive/Drive-v0", **SMALL)] * 2, context="spawn")
     try:
         obs, _ = vector.reset(seed=[1, 2])
         assert obs["cameras"].shape == (2, 1, 32, 64, 3)
