@@ -228,7 +228,7 @@ def offline_map(map_name: str, base: str = ".") -> carla.Map | None:
     return carla.Map(Path(str(path)).stem, load_xodr_text(str(path)))
 
 
-def _preset(name: str) -> carla.WeatherParameters:
+def weather_preset(name: str) -> carla.WeatherParameters:
     """A fresh copy of a `carla.WeatherParameters` preset: the class attributes are shared objects, and setting a
     field on one would change that preset for every later episode in the process."""
     preset = getattr(carla.WeatherParameters, name)
@@ -241,12 +241,12 @@ def _preset(name: str) -> carla.WeatherParameters:
 def _weather(value: Any) -> tuple[carla.WeatherParameters, str]:
     if isinstance(value, str):
         if value in S.EXTRA_WEATHER:
-            weather = _preset("ClearNoon")
+            weather = weather_preset("ClearNoon")
             for name, v in S.EXTRA_WEATHER[value].items():
                 setattr(weather, name, v)
             return weather, value
-        return _preset(value), value
-    weather = _preset("ClearNoon")
+        return weather_preset(value), value
+    weather = weather_preset("ClearNoon")
     for name in S.WEATHER_FIELDS:
         if getattr(value, name) is not None:
             setattr(weather, name, float(getattr(value, name)))

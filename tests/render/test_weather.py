@@ -7,6 +7,7 @@ from omegaconf import OmegaConf
 
 from envs.render_cli import render
 from envs.server.launch import launch
+from scenarios.compile import weather_preset
 from slimdrive import CONF_DIR
 
 from render_helpers import depth_metres
@@ -17,7 +18,7 @@ def _luma(bgra: np.ndarray) -> np.ndarray:
 
 
 def _weather(**fields) -> carla.WeatherParameters:
-    weather = carla.WeatherParameters.ClearNoon
+    weather = weather_preset("ClearNoon")  # a copy: setting fields on the shared preset would leak to other tests
     for key, value in fields.items():
         setattr(weather, key, value)
     return weather
