@@ -30,6 +30,7 @@ BLOCKED_S = 180.0
 COMPLETION_PCT = 99.0
 COMPLETION_RADIUS_M = 10.0
 OUTSIDE_LANES_TOLERANCE_M = 0.5
+RED_LIGHT_RADIUS_M = 15.0  # ScenarioRunner checks red lights within 15 m
 TRAFFIC_RADIUS_M = 50.0  # other vehicles within this distance are "surrounding traffic" for minimum speed
 
 KINDS = (
@@ -74,8 +75,8 @@ class EpisodeCriteria:
         self._stopped_since: float | None = None
         self._collisions: queue.Queue = queue.Queue()
         self._recent_collisions: list[tuple[int, float, carla.Location]] = []
-        self._light_at: carla.TrafficLight | None = None
-        self._light_red = False
+        self._light_at: carla.TrafficLight | None = None  # the light of the ego's approach to a junction
+        self._light_seen_at: carla.Location | None = None  # where the ego last stood in its trigger volume
         self._was_in_junction = False
         self._route_lanes = {(road, lane) for road, _, lane in route.road_lane}
         self._quarter_speeds = [[0.0, 0.0, 0] for _ in range(4)]  # ego speed sum, traffic speed sum, samples
@@ -168,15 +169,22 @@ class EpisodeCriteria:
                                          "ego_speed": round(speed, 2)})
 
     def _red_light(self, location: carla.Location, snapshot) -> None:
+        """Entering a junction while the light of the approach shows red. A light's trigger volume ends short
+        of the junction, so its light is remembered for `RED_LIGHT_RADIUS_M` after the ego leaves it."""
         waypoint = self.map.get_waypoint(location)
         in_junction = waypoint is not None and waypoint.is_junction
-        if in_junction and not self._was_in_junction and self._light_at is not None and self._light_red:
+        if in_junction and not self._was_in_junction and self._light_at is not None \
+                and self._light_at.get_state() == carla.TrafficLightState.Red:
             self.record("red_light", snapshot, {"traffic_light_id": self._light_at.id})
         self._was_in_junction = in_junction
-        if not in_junction:
-            self._light_at = self.ego.get_traffic_light()
-            self._light_red = self._light_at is not None and \
-                self.ego.get_traffic_light_state() == carla.TrafficLightState.Red
+        if in_junction:
+            self._light_at = None
+        elif self.ego.is_at_traffic_light():  # read from the episode state; the light actor may cost an RPC
+            if self._light_at is None:
+                self._light_at = self.ego.get_traffic_light()
+            self._light_seen_at = location
+        elif self._light_at is not None and location.distance(self._light_seen_at) > RED_LIGHT_RADIUS_M:
+            self._light_at = None
 
     def _lanes_and_speed(self, location: carla.Location, speed: float, snapshot) -> None:
         if self._last_location is not None:
