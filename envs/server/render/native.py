@@ -1,4 +1,4 @@
-"""The compiled part of the renderer: `zbuffer.c` (the box rasterizer and the dry-weather colour pass), built with the system C compiler on first use and loaded with
+"""The compiled part of the renderer: `zbuffer.c` (the box rasterizer and the colour pass), built with the system C compiler on first use and loaded with
 ctypes (which releases the GIL while it runs, so cameras can render on several threads).
 
 The shared library is cached by the source's digest in ``$SLIMDRIVE_KERNEL_DIR`` (default
@@ -58,16 +58,18 @@ def library() -> ctypes.CDLL:
         np.ctypeslib.ndpointer(np.float32, flags="C_CONTIGUOUS,WRITEABLE"),  # depth
     ]
     floats = np.ctypeslib.ndpointer(np.float32, flags="C_CONTIGUOUS")
-    lib.shade_dry.restype = None
-    lib.shade_dry.argtypes = [
+    lib.shade.restype = None
+    lib.shade.argtypes = [
         ctypes.c_int, ctypes.c_int, ctypes.c_double,  # width, height, focal
         np.ctypeslib.ndpointer(np.int32, flags="C_CONTIGUOUS"),  # ids
-        np.ctypeslib.ndpointer(np.uint32, flags="C_CONTIGUOUS"),  # face colour table (BGRA)
+        floats, floats, np.ctypeslib.ndpointer(np.uint8, flags="C_CONTIGUOUS"),  # face light, colour, emissive
         np.ctypeslib.ndpointer(np.uint8, flags="C_CONTIGUOUS"),  # ground BGRA
-        floats, floats, floats, floats, floats,  # ground gain (3), up, ray norm, ground depth, depth
-        ctypes.c_double, doubles, floats, floats,  # far, sun in the camera frame, horizon, zenith
-        ctypes.c_float, ctypes.c_float, ctypes.c_float, ctypes.c_float,  # glow, fog per metre, fog start, sky fog
-        floats,  # haze (3)
+        ctypes.c_void_p, ctypes.c_int, ctypes.c_int,  # ground tags (NULL when dry), road and road-line tag
+        floats, floats, floats, floats, ctypes.c_double,  # up, ray norm, ground depth, depth, far
+        doubles, doubles, ctypes.c_int, doubles,  # camera position, rotation, beam count, beams
+        ctypes.c_float, ctypes.c_float, floats, ctypes.c_float, floats,  # headlight, range, tint, wet, reflect
+        doubles, floats, floats, ctypes.c_float,  # sun in the camera frame, horizon, zenith, glow
+        ctypes.c_float, ctypes.c_float, ctypes.c_float, floats,  # fog per metre, start, sky distance, colour
         np.ctypeslib.ndpointer(np.uint8, flags="C_CONTIGUOUS,WRITEABLE"),  # out BGRA
     ]
     return lib

@@ -64,39 +64,8 @@ def lighting(weather) -> Lighting:
         night=1.0 - day)
 
 
-def fog_amount(light: Lighting, depth: np.ndarray, sky: np.ndarray) -> np.ndarray:
-    """(H, W) float32 in [0, 1): how much of each pixel is fog."""
-    distance = np.where(sky, SKY_FOG_DISTANCE, depth)
-    return (1.0 - np.exp(-light.fog_per_metre * np.maximum(distance - light.fog_start, 0.0))).astype(np.float32)
-
-
-def sky_channels(light: Lighting, elevation: np.ndarray, toward_sun: np.ndarray) -> list[np.ndarray]:
-    """B, G and R sky colour planes (float32, the shape of `elevation`) for rays of the given elevation sine
-    and cosine to the sun. Per channel: numpy is slow on a trailing axis of 3."""
-    t = np.sqrt(np.clip(np.asarray(elevation, np.float32), np.float32(0.0), np.float32(1.0)))
-    # The sun's glow (cos^300) is below 1e-6 more than 18 degrees from the sun: only raise what is near it.
-    toward_sun = np.asarray(toward_sun, np.float32)
-    near = toward_sun > 0.95
-    glow = None
-    if near.any():
-        glow = np.zeros(toward_sun.shape, np.float32)
-        glow[near] = toward_sun[near] ** 300 * np.float32((1.0 - light.night) * (1.0 - light.rain))
-    planes = []
-    for c in range(3):
-        plane = np.float32(light.horizon[c]) + np.float32(light.zenith[c] - light.horizon[c]) * t
-        if glow is not None:
-            plane += glow * (np.float32(255.0) - plane)
-        planes.append(plane)
-    return planes
-
-
-def sky_colors(light: Lighting, elevation: np.ndarray, toward_sun: np.ndarray) -> np.ndarray:
-    """(..., 3) sky colour for rays of the given elevation sine and cosine to the sun."""
-    return np.stack(sky_channels(light, elevation, toward_sun), axis=-1)
-
-
 def rain_streaks(image: np.ndarray, light: Lighting, seed: tuple[int, ...]) -> None:
-    """Draw slanted translucent streaks in place; deterministic for a seed."""
+    """Draw slanted translucent streaks into a BGRA image in place; deterministic for a seed."""
     height, width = image.shape[:2]
     count = int(light.rain * width * height / 250)
     if count == 0:
@@ -108,7 +77,6 @@ def rain_streaks(image: np.ndarray, light: Lighting, seed: tuple[int, ...]) -> N
     mask = np.zeros((height, width), np.uint8)
     cv2.polylines(mask, np.stack([start, end], axis=1).astype(np.int32)[:, :, None, :].reshape(-1, 2, 2),
                   False, 255, 1)
-    alpha = (mask.astype(np.float32) * (0.35 / 255.0))[..., None]
-    streak = np.float32(200.0 * (1.0 - 0.7 * light.night) + 30.0)
-    image *= 1.0 - alpha
-    image += alpha * streak
+    streak = mask > 0
+    shade = np.float32(200.0 * (1.0 - 0.7 * light.night) + 30.0)
+    image[streak, :3] = (image[streak, :3] * np.float32(0.65) + np.float32(0.35) * shade).astype(np.uint8)

@@ -205,60 +205,73 @@ int draw_boxes(int n_boxes, const double* center, const double* rot, const doubl
   return drawn;
 }
 
-/* The colour pass of dry weather without headlights (shade.py's other path does rain, wet roads and
-   headlights): every face has one final colour (`table`, BGRA by face id), the ground one gain per channel, the
-   sky a gradient from the horizon to the zenith with the sun's glow, and fog blends towards `haze` by depth.
-   up (H, W): world z of each pixel's ray (1, a, b); norm (H, W): its length; sun: the sun in the camera frame.
-   Colours are truncated to bytes as numpy's astype does; the fog weight is rounded to 1/256ths. */
-void shade_dry(int width, int height, double focal, const int32_t* ids, const uint32_t* table,
-               const uint8_t* ground_bgra, const float* gain, const float* up, const float* norm,
-               const float* ground_depth, const float* depth, double far, const double* sun, const float* horizon,
-               const float* zenith, float glow_strength, float fog_per_metre, float fog_start, float sky_fog_distance,
-               const float* haze, uint8_t* out) {
+/* The colour pass: a lit BGRA image from the geometry pass. Flat shading (`face_light` per face id, row 0 the
+   ground's), the parent's headlights as cones of light at night, wet roads darker and mirroring the horizon at
+   grazing angles, emissive faces unlit, the sky a gradient from the horizon to the zenith with the sun's glow,
+   then fog by depth. Colours are truncated to bytes at the end (as numpy's astype does).
+   face_color (F + 1, 3) BGR; ground_tag (H, W) or NULL when the road is dry; up (H, W): world z of each
+   pixel's ray (1, a, b); norm (H, W): its length; cam_rot (3, 3): columns forward, right, up; beams (n, 6):
+   origin and unit forward of each headlight beam, whose light is scaled by `headlight` (0: none). */
+void shade(int width, int height, double focal, const int32_t* ids, const float* face_light,
+           const float* face_color, const uint8_t* emissive, const uint8_t* ground_bgra, const uint8_t* ground_tag,
+           int road_tag, int road_line_tag, const float* up, const float* norm, const float* ground_depth,
+           const float* depth, double far, const double* cam_pos, const double* cam_rot, int n_beams,
+           const double* beams, float headlight, float headlight_range, const float* tint, float wet,
+           const float* reflect, const double* sun, const float* horizon, const float* zenith,
+           float glow_strength, float fog_per_metre, float fog_start, float sky_fog_distance,
+           const float* fog_color, uint8_t* out) {
   for (int j = 0; j < height; ++j) {
-    const float b = (float)(-(j + 0.5 - height / 2.0) / focal);
+    const double b = -(j + 0.5 - height / 2.0) / focal;
     for (int i = 0; i < width; ++i) {
       const int64_t p = (int64_t)j * width + i;
-      uint8_t* px = out + 4 * p;
+      const double a = (i + 0.5 - width / 2.0) / focal;
       const int32_t id = ids[p];
       const int sky = id == 0 && ground_depth[p] >= far;
-      if (id > 0) {
-        const uint32_t c = table[id];
-        px[0] = c & 255, px[1] = (c >> 8) & 255, px[2] = (c >> 16) & 255;
-      } else if (sky) {
-        const float a = (float)((i + 0.5 - width / 2.0) / focal);
+      float color[3];
+      if (sky) {
         const float elevation = up[p] / norm[p];
         const float toward_sun = (float)((sun[0] + sun[1] * a + sun[2] * b) / norm[p]);
         const float t = sqrtf(fminf(fmaxf(elevation, 0.0f), 1.0f));
         /* The glow (cos^300) is below 1e-6 more than 18 degrees from the sun. */
         const float glow = toward_sun > 0.95f ? powf(toward_sun, 300.0f) * glow_strength : 0.0f;
         for (int c = 0; c < 3; ++c) {
-          float v = horizon[c] + (zenith[c] - horizon[c]) * t;
-          v += glow * (255.0f - v);
-          px[c] = (uint8_t)fminf(fmaxf(v, 0.0f), 255.0f);
+          const float v = horizon[c] + (zenith[c] - horizon[c]) * t;
+          color[c] = v + glow * (255.0f - v);
         }
+      } else if (id > 0 && emissive[id]) {
+        for (int c = 0; c < 3; ++c) color[c] = face_color[3 * id + c];
       } else {
-        for (int c = 0; c < 3; ++c) px[c] = (uint8_t)fminf((float)ground_bgra[4 * p + c] * gain[c], 255.0f);
+        float lum = face_light[id];
+        if (headlight > 0.0f) {
+          /* The lit point: the camera plus depth along the pixel's ray (forward + a right + b up). */
+          double point[3];
+          for (int k = 0; k < 3; ++k)
+            point[k] = cam_pos[k] + depth[p] * (cam_rot[3 * k] + a * cam_rot[3 * k + 1] + b * cam_rot[3 * k + 2]);
+          for (int n = 0; n < n_beams; ++n) {
+            const double* beam = beams + 6 * n;
+            const double rel[3] = {point[0] - beam[0], point[1] - beam[1], point[2] - beam[2]};
+            const double along = rel[0] * beam[3] + rel[1] * beam[4] + rel[2] * beam[5];
+            if (along <= 0.0) continue;
+            double lateral2 = 0.0;
+            for (int k = 0; k < 3; ++k) lateral2 += (rel[k] - along * beam[3 + k]) * (rel[k] - along * beam[3 + k]);
+            const double spread = 0.25 + 0.28 * along, reach = along / headlight_range;
+            lum += headlight * (float)(exp(-lateral2 / (spread * spread)) / (1.0 + reach * reach));
+          }
+        }
+        for (int c = 0; c < 3; ++c)
+          color[c] = (id > 0 ? face_color[3 * id + c] : (float)ground_bgra[4 * p + c]) * lum * tint[c];
+        if (wet > 0.0f && id == 0 && ground_tag && (ground_tag[p] == road_tag || ground_tag[p] == road_line_tag)) {
+          const float steep = fminf(fmaxf(-up[p] / norm[p] * 4.0f, 0.0f), 1.0f);
+          const float grazing = (1.0f - steep) * (1.0f - steep);
+          for (int c = 0; c < 3; ++c) color[c] = color[c] * (1.0f - 0.45f * wet) + reflect[c] * grazing;
+        }
       }
+      uint8_t* px = out + 4 * p;
+      const float distance = sky ? sky_fog_distance : depth[p];
+      const float fog = fog_per_metre > 0.0f ? 1.0f - expf(-fog_per_metre * fmaxf(distance - fog_start, 0.0f)) : 0.0f;
+      for (int c = 0; c < 3; ++c)
+        px[c] = (uint8_t)fminf(fmaxf(color[c] * (1.0f - fog) + fog_color[c] * fog, 0.0f), 255.0f);
       px[3] = 255;
     }
-  }
-  if (fog_per_metre <= 0.0f) return;
-  /* Fog in rows: first how much of each pixel is fog (a float loop that vectorises, expf included), in
-     1/256ths, then the blend towards the haze colour in integers. */
-  int32_t fog[width];
-  int32_t tint[3];
-  for (int c = 0; c < 3; ++c) tint[c] = (int32_t)lrintf(haze[c]);
-  for (int j = 0; j < height; ++j) {
-    const int64_t row = (int64_t)j * width;
-    for (int i = 0; i < width; ++i) {
-      const int sky = ids[row + i] == 0 && ground_depth[row + i] >= far;
-      const float distance = sky ? sky_fog_distance : depth[row + i];
-      fog[i] = (int32_t)(256.0f - 256.0f * expf(-fog_per_metre * fmaxf(distance - fog_start, 0.0f)) + 0.5f);
-    }
-    uint8_t* px = out + 4 * row;
-    for (int i = 0; i < width; ++i)
-      for (int c = 0; c < 3; ++c)
-        px[4 * i + c] = (uint8_t)((px[4 * i + c] * (256 - fog[i]) + tint[c] * fog[i] + 128) >> 8);
   }
 }
