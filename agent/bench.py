@@ -2,7 +2,7 @@
 
 One run measures, for four variants of the same architecture (``conf/model``), batch 1, eight cameras at the
 configured resolution, ``DrivingPolicy.act`` end to end (validation, network, controllers), the variants taking
-turns call by call:
+turns of ten calls:
 
 * ``packed``: the exported file loaded on the ternary runtime (`agent.runtime`);
 * ``fake_quant``: the ternary training graph (`BitLinear` with straight-through quantization, float matmuls);
@@ -60,20 +60,26 @@ def _observation(cfg: ModelConfig, rng: np.random.Generator) -> dict[str, Any]:
     }
 
 
+ROUND = 10  # timed calls per variant per turn
+
+
 def _latency_ms(policies: dict[str, DrivingPolicy], obs: dict[str, Any], warmup: int,
                 iterations: int) -> dict[str, list[float]]:
-    """Per variant, the wall time of each `act` call. The variants take turns, one call each per round, so
-    that a change of machine load during the run touches them all alike and their ratios stay fair."""
+    """Per variant, the wall time of each `act` call. The variants take turns of `ROUND` timed calls, each turn
+    after one untimed call (so each variant's weights are back in cache, as on a computer that runs only it),
+    so that a change of machine load during the run touches them all alike and their ratios stay fair."""
     times: dict[str, list[float]] = {name: [] for name in policies}
     for policy in policies.values():
         policy.reset()
         for _ in range(warmup):
             policy.act(obs)
-    for _ in range(iterations):
+    for done in range(0, iterations, ROUND):
         for name, policy in policies.items():
-            start = time.perf_counter()
             policy.act(obs)
-            times[name].append((time.perf_counter() - start) * 1e3)
+            for _ in range(min(ROUND, iterations - done)):
+                start = time.perf_counter()
+                policy.act(obs)
+                times[name].append((time.perf_counter() - start) * 1e3)
     return times
 
 
