@@ -11,7 +11,7 @@ from .api import Simulator
 from .transport import SimulatorServer
 
 
-def serve(host: str, port: int, map_name: str, log_level: str = "INFO") -> None:
+def serve(host: str, port: int, map_name: str, log_level: str = "INFO", parent_pid: int | None = None) -> None:
     logging.basicConfig(level=log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
         simulator = Simulator(map_name, port)
@@ -19,7 +19,7 @@ def serve(host: str, port: int, map_name: str, log_level: str = "INFO") -> None:
         raise SystemExit(f"slimdrive server: {exc}") from None
     server = SimulatorServer(simulator, host, port)
     try:
-        asyncio.run(server.serve_forever())
+        asyncio.run(server.serve_forever(parent_pid=parent_pid))
     except KeyboardInterrupt:
         pass
 
@@ -36,8 +36,10 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=2000, help="RPC port; streams use port+1")
     parser.add_argument("--map", default="town", help="a shipped map name or a path to an .xodr file")
     parser.add_argument("--log-level", default="INFO")
+    parser.add_argument("--parent-pid", type=int, default=None,
+                        help="stop when this process is gone (the launcher passes its own pid)")
     args = parser.parse_args()
-    serve(args.host, args.port, args.map, args.log_level)
+    serve(args.host, args.port, args.map, args.log_level, args.parent_pid)
 
 
 if __name__ == "__main__":

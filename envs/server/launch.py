@@ -1,4 +1,5 @@
-"""Start the embedded simulator as a separate process on free loopback ports, and stop it by its pid.
+"""Start the embedded simulator as a separate process on free loopback ports, and stop it by its pid (it also
+stops by itself within a second or two if the launching process dies first).
 
     with launch(map_name="town") as server:
         client = carla.Client(server.host, server.port)
@@ -112,7 +113,7 @@ def launch(map_name: str = "town", host: str = "127.0.0.1", port: int | None = N
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")]))
     process = subprocess.Popen(
         [sys.executable, "-m", "envs.server", "--host", host, "--port", str(port), "--map", map_name,
-         "--log-level", "WARNING"],
+         "--log-level", "WARNING", "--parent-pid", str(os.getpid())],
         stdout=log_file, stderr=subprocess.STDOUT, env=env, cwd=REPO_ROOT)
     server = ServerProcess(host, port, map_name, process, log_path, log_file)
     deadline = time.monotonic() + timeout

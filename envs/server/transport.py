@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import struct
 import time
 import traceback
@@ -139,7 +140,8 @@ class SimulatorServer:
             period = settings.fixed_delta_seconds or ASYNC_TICK_SECONDS
             await asyncio.sleep(max(period - (time.monotonic() - started), 0.001))
 
-    async def serve_forever(self, ready=None) -> None:
+    async def serve_forever(self, ready=None, parent_pid: int | None = None) -> None:
+        """Serve until cancelled or, given `parent_pid`, until that process (the launcher) is gone."""
         loop = asyncio.get_running_loop()
         rpc = await loop.create_server(lambda: RpcProtocol(self), self.host, self.port)
         stream = await loop.create_server(lambda: StreamProtocol(self), self.host, self.port + 1)
@@ -148,4 +150,19 @@ class SimulatorServer:
         if ready is not None:
             ready()
         async with rpc, stream:
-            await self._self_tick()
+            tasks = [asyncio.create_task(self._self_tick())]
+            if parent_pid is not None:
+                tasks.append(asyncio.create_task(_until_gone(parent_pid)))
+            done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            for task in pending:
+                task.cancel()
+            for task in done:
+                task.result()
+
+
+async def _until_gone(parent_pid: int) -> None:
+    """Returns once the process `parent_pid` is gone: a launcher that dies without stopping its server (killed,
+    crashed) leaves no simulator behind, holding ports and memory."""
+    while os.getppid() == parent_pid:
+        await asyncio.sleep(1.0)
+    log.warning("the process that launched this simulator (pid %d) is gone: stopping", parent_pid)

@@ -106,7 +106,10 @@ def test_two_clients_share_one_world(server, world):
                             world.get_map().get_spawn_points()[11])
     world.tick()
     other_world = other.get_world()
-    world.tick()  # the other client hears of the world with each tick's episode state
+    frame = world.tick()  # the other client hears of the world with each tick's episode state, on its own stream
+    deadline = time.monotonic() + 10.0
+    while other_world.get_snapshot().frame < frame and time.monotonic() < deadline:
+        time.sleep(0.01)
     seen = other_world.get_actor(car.id)
     assert seen is not None and seen.type_id == "vehicle.tesla.model3"
     assert seen.get_location().distance(car.get_location()) < 1e-3
@@ -184,3 +187,22 @@ def test_no_leak_over_ten_thousand_ticks(server, world):
     assert len(world.get_actors()) == count, "spawned and destroyed actors left something behind"
     collision.stop()
     imu.stop()
+
+
+def test_a_server_stops_by_itself_when_the_process_that_launched_it_dies():
+    """A launcher killed before it could stop its server (a crashed test, a killed training job) leaves no
+    simulator behind holding ports and memory."""
+    code = "from envs.server.launch import launch; s = launch('straight'); print(s.pid, flush=True); input()"
+    launcher = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    server_pid = int(launcher.stdout.readline())
+    try:
+        launcher.kill()
+        launcher.wait(10)
+        deadline = time.monotonic() + 10.0
+        while time.monotonic() < deadline and psutil.pid_exists(server_pid) \
+                and psutil.Process(server_pid).status() != psutil.STATUS_ZOMBIE:
+            time.sleep(0.2)
+        assert not psutil.pid_exists(server_pid) or psutil.Process(server_pid).status() == psutil.STATUS_ZOMBIE
+    finally:
+        if psutil.pid_exists(server_pid):
+            os.kill(server_pid, signal.SIGKILL)
