@@ -30,8 +30,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -39,6 +37,7 @@ from torch import nn
 
 from agent.bitlinear import BitLinear
 from agent.model import Block, DrivingNet
+from envs.server.render.native import cache_dir  # one private cache for all compiled code
 
 # max |runtime - training graph| / max |training graph|. Per layer (measured ~1e-6): only float rounding.
 TOLERANCE = 1e-3
@@ -76,13 +75,13 @@ _KERNEL_SOURCE = r"""
 
 namespace {
 
-// per step (4 inputs) an int16 lane adds one pair sum in [-512, 508]; 32 steps stay within +-16384
 #if defined(__AVX512VNNI__)
 // AVX-512 VNNI: vpdpbusd multiplies four codes by four activations and adds them into an int32 lane in one
-// instruction (no int16 stage to flush); one zmm holds two octs (16 outputs), 32 registers hold an 8 x 32 tile.
+// instruction (no int16 stage to flush); one zmm holds two octs (16 outputs): an 8 x 32 tile is 16 accumulators.
 constexpr int MR = 8;                  // tokens per micro-tile
 constexpr int NV = 4;                  // octs per micro-tile: 8 x 2 zmm int32 accumulators in registers
 #else
+// per step (4 inputs) an int16 lane adds one pair sum in [-512, 508]; 32 steps stay within +-16384
 constexpr int64_t KFLUSH = 128;
 constexpr int MR = 4;                  // tokens per micro-tile
 constexpr int NV = 2;                  // octs per micro-tile: 4 x 2 int16 accumulators in registers
@@ -345,12 +344,6 @@ ISA_FLAGS = {
 }
 
 
-def kernel_dir() -> Path:
-    """Where the compiled kernel is cached (``$SLIMDRIVE_KERNEL_DIR`` or a per-user folder in the temp dir)."""
-    default = Path(tempfile.gettempdir()) / f"slimdrive-kernels-{os.getuid()}"
-    return Path(os.environ.get("SLIMDRIVE_KERNEL_DIR", default))
-
-
 def kernel_isa() -> str:
     """The instruction set the kernel is built for: the best this CPU has, or ``$SLIMDRIVE_KERNEL_ISA``."""
     capability = torch.backends.cpu.get_cpu_capability()
@@ -378,7 +371,7 @@ def load_kernel() -> None:
     from torch.utils.cpp_extension import load
 
     digest = hashlib.sha256((_KERNEL_SOURCE + isa).encode()).hexdigest()[:12]
-    build_dir = kernel_dir() / digest
+    build_dir = cache_dir() / digest
     build_dir.mkdir(parents=True, exist_ok=True)
     source = build_dir / "ternary_kernel.cpp"
     if not source.exists() or source.read_text() != _KERNEL_SOURCE:

@@ -28,7 +28,7 @@ from .traffic_lights import GREEN, LightGroup, TrafficLight
 GRAVITY = 9.81
 SPEED_LIMIT_KMH = 50.0  # a vehicle's limit until it is on a lane the map gives one (and on maps that give none)
 SPAWN_CLEARANCE = 0.05  # m of overlap tolerated at spawn (bodies touching the ground or each other)
-# Measures the sensors of a tick side by side (`World._sensor_messages`)
+# Measures the sensors of a tick side by side (`World._sensor_messages`): a thread per core, up to four
 _SENSOR_POOL = ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1), thread_name_prefix="sensors")
 
 
@@ -517,7 +517,7 @@ class World:
                                                    Transform(*actor.transform))
             return [(actor.stream_id, p) for p in actor.sensor.measure(self, actor, contacts, dt, header)]
 
-        # Cameras render in compiled code and OpenCV, which release the GIL: one thread per core renders them
+        # Cameras render in compiled code and OpenCV, which release the GIL: threads (one per core) render them
         # side by side. Each sensor's data depends only on the world, so the order of the threads does not matter.
         measured = _SENSOR_POOL.map(measure, sensors) if len(sensors) > 1 else map(measure, sensors)
         return [message for messages in measured for message in messages]

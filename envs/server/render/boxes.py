@@ -1,8 +1,9 @@
 """Oriented boxes: the only primitive the renderer draws besides the ground plane.
 
 A `BoxSet` holds N boxes as arrays, the layout the compiled rasterizer (`zbuffer.c`) reads. Each box has six
-faces in the order of `FACE_NORMALS` (which `zbuffer.c` repeats, with each face's corners) with its own colour (BGR, 0-255), semantic tag and emissive flag (emissive
-faces glow: they ignore lighting, e.g. lamps and headlights).
+faces in the order of `FACE_NORMALS` (which `zbuffer.c` repeats, with each face's corners), each with its own
+colour (BGR, 0-255), semantic tag and emissive flag (emissive faces glow: they ignore lighting, e.g. lamps and
+headlights).
 """
 from __future__ import annotations
 

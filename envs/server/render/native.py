@@ -1,9 +1,10 @@
-"""The compiled part of the renderer: `zbuffer.c` (the box rasterizer and the colour pass), built with the system C compiler on first use and loaded with
-ctypes (which releases the GIL while it runs, so cameras can render on several threads).
+"""The compiled part of the renderer: `zbuffer.c` (the box rasterizer and the colour pass), built with the
+system C compiler on first use and loaded with ctypes, which releases the GIL while it runs, so cameras render
+on several threads.
 
-The shared library is cached by the source's digest in ``$SLIMDRIVE_KERNEL_DIR`` (default
+The shared library is cached by the source's digest in `cache_dir()` (``$SLIMDRIVE_KERNEL_DIR``, default
 ``<tmp>/slimdrive-kernels-<uid>``, where the policy's kernel is cached too); building takes about a second.
-Several server processes may start at once: each builds under a private name and renames it into place.
+Threads wait for one build; processes that start at once each build under a private name and rename it in.
 """
 from __future__ import annotations
 
@@ -11,20 +12,34 @@ import ctypes
 import hashlib
 import os
 import shutil
+import stat
 import subprocess
 import tempfile
-from functools import lru_cache
+import threading
 from pathlib import Path
 
 import numpy as np
 
 SOURCE = Path(__file__).with_name("zbuffer.c")
-CFLAGS = ["-O3", "-ffast-math", "-fPIC", "-shared", "-std=c11"]  # fast-math: vectorised expf in the fog pass
+# -ffast-math vectorises the fog pass's expf. It is given when compiling only: linking a shared library with it
+# would add crtfastmath.o, which flushes denormals to zero in the whole process that loads the library.
+CFLAGS = ["-O3", "-ffast-math", "-fPIC", "-std=c11"]
+_LOCK = threading.Lock()
+_LIBRARY: ctypes.CDLL | None = None
 
 
 def cache_dir() -> Path:
+    """Where compiled code is cached: ``$SLIMDRIVE_KERNEL_DIR`` or ``<tmp>/slimdrive-kernels-<uid>``, created
+    private to this user; a folder that another user owns or can write to is refused (it could plant code)."""
     default = Path(tempfile.gettempdir()) / f"slimdrive-kernels-{os.getuid()}"
-    return Path(os.environ.get("SLIMDRIVE_KERNEL_DIR", default))
+    path = Path(os.environ.get("SLIMDRIVE_KERNEL_DIR", default))
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    info = path.stat()
+    if info.st_uid != os.getuid() or info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise RuntimeError(f"the compiled-code cache {path} is not private to this user (owner uid {info.st_uid}, "
+                           f"mode {oct(info.st_mode & 0o777)}): remove it, or set SLIMDRIVE_KERNEL_DIR to a folder "
+                           "of your own")
+    return path
 
 
 def _build(target: Path) -> None:
@@ -32,17 +47,38 @@ def _build(target: Path) -> None:
     if shutil.which(compiler) is None:
         raise RuntimeError(f"the embedded simulator's renderer builds {SOURCE} with a C compiler, and {compiler!r} "
                            "is not on PATH: install one (e.g. `apt-get install gcc`) or set CC")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    scratch = target.with_name(f"{target.stem}.{os.getpid()}.tmp.so")
-    done = subprocess.run([compiler, *CFLAGS, str(SOURCE), "-o", str(scratch), "-lm"], capture_output=True, text=True)
-    if done.returncode != 0:
-        scratch.unlink(missing_ok=True)
-        raise RuntimeError(f"building {SOURCE} failed ({compiler} exited {done.returncode}):\n{done.stderr[-4000:]}")
-    os.replace(scratch, target)
+    with tempfile.TemporaryDirectory(dir=target.parent) as scratch:
+        obj, lib = Path(scratch) / "zbuffer.o", Path(scratch) / "zbuffer.so"
+        for command in ([compiler, *CFLAGS, "-c", str(SOURCE), "-o", str(obj)],
+                        [compiler, "-shared", str(obj), "-o", str(lib), "-lm"]):
+            done = subprocess.run(command, capture_output=True, text=True)
+            if done.returncode != 0:
+                raise RuntimeError(f"building {SOURCE} failed ({' '.join(command)} exited {done.returncode}):\n"
+                                   f"{done.stderr[-4000:]}")
+        os.replace(lib, target)
 
 
-@lru_cache(maxsize=1)
+class _OptionalArray:
+    """A ctypes argument type: a C-contiguous array of `dtype`, checked like `np.ctypeslib.ndpointer`, or None
+    (NULL)."""
+
+    def __init__(self, dtype) -> None:
+        self.array = np.ctypeslib.ndpointer(dtype, flags="C_CONTIGUOUS")
+
+    def from_param(self, value):
+        return None if value is None else self.array.from_param(value)
+
+
 def library() -> ctypes.CDLL:
+    """The compiled renderer (built on first use; safe to call from several threads at once)."""
+    global _LIBRARY
+    with _LOCK:
+        if _LIBRARY is None:
+            _LIBRARY = _load()
+        return _LIBRARY
+
+
+def _load() -> ctypes.CDLL:
     digest = hashlib.sha256(SOURCE.read_bytes() + " ".join(CFLAGS).encode()).hexdigest()[:12]
     target = cache_dir() / f"zbuffer-{digest}.so"
     if not target.exists():
@@ -64,7 +100,7 @@ def library() -> ctypes.CDLL:
         np.ctypeslib.ndpointer(np.int32, flags="C_CONTIGUOUS"),  # ids
         floats, floats, np.ctypeslib.ndpointer(np.uint8, flags="C_CONTIGUOUS"),  # face light, colour, emissive
         np.ctypeslib.ndpointer(np.uint8, flags="C_CONTIGUOUS"),  # ground BGRA
-        ctypes.c_void_p, ctypes.c_int, ctypes.c_int,  # ground tags (NULL when dry), road and road-line tag
+        _OptionalArray(np.uint8), ctypes.c_int, ctypes.c_int,  # ground tags (None when dry), road, road-line tag
         floats, floats, floats, floats, ctypes.c_double,  # up, ray norm, ground depth, depth, far
         doubles, doubles, ctypes.c_int, doubles,  # camera position, rotation, beam count, beams
         ctypes.c_float, ctypes.c_float, floats, ctypes.c_float, floats,  # headlight, range, tint, wet, reflect

@@ -11,8 +11,8 @@ camera's forward axis, capped at `FAR` (the sky).
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
-from functools import cached_property, lru_cache
+from dataclasses import dataclass, field
+from functools import lru_cache
 
 import cv2
 import numpy as np
@@ -100,13 +100,10 @@ class Faces:
         return Faces(pad(normal, (0.0, 0.0, 1.0)), pad(boxes.color.reshape(-1, 3), (0, 0, 0)),
                      pad(boxes.emissive.reshape(-1), False), pad(boxes.tag.reshape(-1), 0))
 
-    def __len__(self) -> int:
-        return len(self.tag) - 1
-
 
 @dataclass
 class Geometry:
-    """What one camera sees: `ids` index `faces` (0: ground or sky); tags and the sky are computed on first use."""
+    """What one camera sees: `ids` index `faces` (0: ground or sky); tags are computed on first use."""
 
     intr: Intrinsics
     position: np.ndarray  # (3,) camera location
@@ -120,26 +117,20 @@ class Geometry:
     homography: np.ndarray  # pixel -> ground texel
     ground_depth: np.ndarray  # (H, W) float32 depth of the ground plane along each ray (FAR where it misses)
 
+    _tag: np.ndarray | None = field(default=None, repr=False)
+
     @property
-    def ground_bgr(self) -> np.ndarray:
-        return self.ground_bgra[..., :3]
-
-    @cached_property
-    def hit(self) -> np.ndarray:
-        return self.ids > 0
-
-    @cached_property
-    def sky(self) -> np.ndarray:
-        return ~self.hit & (self.ground_depth >= FAR)
-
-    @cached_property
     def tag(self) -> np.ndarray:
-        """(H, W) uint8 semantic tags."""
-        size = (self.intr.width, self.intr.height)
-        tag = cv2.warpPerspective(self.ground.tag, self.homography, size,
-                                  flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE)
-        tag[self.sky] = TAG["sky"]
-        return np.where(self.hit, np.take(self.faces.tag, self.ids), tag)
+        """(H, W) uint8 semantic tags, computed on first use (a plain memo: on Python < 3.12 a cached_property
+        holds one lock for all instances, which would make the cameras' threads take turns)."""
+        if self._tag is None:
+            size = (self.intr.width, self.intr.height)
+            tag = cv2.warpPerspective(self.ground.tag, self.homography, size, flags=cv2.INTER_NEAREST |
+                                      cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE)
+            hit = self.ids > 0
+            tag[~hit & (self.ground_depth >= FAR)] = TAG["sky"]
+            self._tag = np.where(hit, np.take(self.faces.tag, self.ids), tag)
+        return self._tag
 
 
 def _ground(ground: Ground, position: np.ndarray, rotation: np.ndarray,

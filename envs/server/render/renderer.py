@@ -53,6 +53,14 @@ def _lamps(scene: StaticScene, sign_id: str, state) -> BoxSet:
 
 
 @dataclass
+class _Pending:
+    """A geometry pass that one camera thread makes while others on the same mount wait."""
+
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    geometry: Geometry | None = None
+
+
+@dataclass
 class Renderer:
     scene: StaticScene
     _shapes: dict[tuple, BoxSet | None] = field(default_factory=dict)
@@ -66,7 +74,7 @@ class Renderer:
     _tick_boxes: BoxSet = field(default_factory=BoxSet.empty)
     _tick_faces: Faces = field(default_factory=lambda: Faces.of(BoxSet.empty()))
     _tick_light: Lighting | None = None
-    _geometry: dict[tuple, Geometry] = field(default_factory=dict)
+    _geometry: dict[tuple, _Pending] = field(default_factory=dict)  # this tick's geometry passes by camera pose
     _lock: threading.Lock = field(default_factory=threading.Lock)  # cameras render on several threads
 
     def _shape(self, actor) -> BoxSet | None:
@@ -118,13 +126,17 @@ class Renderer:
         self._geometry.clear()
 
     def geometry(self, world, pose: np.ndarray, intr: Intrinsics) -> Geometry:
+        """The geometry pass of a camera pose this tick, made once for all cameras on that mount (RGB, depth and
+        semantic): a camera thread that finds another one making it waits for it."""
         self._prepare(world)
         key = (tuple(np.round(pose, 6)), intr)
-        if key not in self._geometry:
-            position = np.asarray(pose[:3], float)
-            self._geometry[key] = render_geometry(self.scene.ground, self._tick_boxes, self._tick_faces, position,
-                                                  rotation_matrix(*pose[3:6]), intr)
-        return self._geometry[key]
+        with self._lock:
+            pending = self._geometry.setdefault(key, _Pending())
+        with pending.lock:
+            if pending.geometry is None:
+                pending.geometry = render_geometry(self.scene.ground, self._tick_boxes, self._tick_faces,
+                                                   np.asarray(pose[:3], float), rotation_matrix(*pose[3:6]), intr)
+        return pending.geometry
 
     def color(self, world, sensor_actor, intr: Intrinsics, seed: tuple[int, ...]) -> np.ndarray:
         """(H, W, 4) uint8 BGRA image (alpha 255) seen by a camera actor; `seed` fixes its noise (rain)."""

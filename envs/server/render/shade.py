@@ -38,7 +38,7 @@ def shade(geo: Geometry, light: Lighting, beams: list[tuple[np.ndarray, np.ndarr
     out = np.empty((intr.height, intr.width, 4), np.uint8)
     library().shade(
         intr.width, intr.height, intr.focal, geo.ids, _face_light(geo, light), f32(faces.color),
-        faces.emissive.view(np.uint8), geo.ground_bgra, geo.tag.ctypes.data if light.wet > 0.0 else None, TAG["road"],
+        faces.emissive.view(np.uint8), geo.ground_bgra, geo.tag if light.wet > 0.0 else None, TAG["road"],
         TAG["road_line"], geo.up, ray_norm(intr), geo.ground_depth, geo.depth, FAR,
         np.ascontiguousarray(geo.position, float), np.ascontiguousarray(geo.rotation, float), len(beam_table),
         np.ascontiguousarray(beam_table.reshape(-1)), light.night * HEADLIGHT_GAIN if lit_beams else 0.0,

@@ -25,6 +25,8 @@ static const int FACE_CORNERS[6][4] = {
 static const double FACE_NORMALS[6][3] = {{1, 0, 0}, {-1, 0, 0}, {0, 1, 0}, {0, -1, 0}, {0, 0, 1}, {0, 0, -1}};
 
 #define MAX_POLY 8
+
+static double clamp(double x, double lo, double hi) { return x < lo ? lo : x > hi ? hi : x; }
 #define BIG 1e30 /* the file is built with -ffast-math, which assumes no infinities */
 
 typedef struct {
@@ -76,9 +78,9 @@ static int fill_face(const Target* t, const double (*poly)[3], int n, const doub
   }
   const double span = fmax(umax - umin, vmax - vmin);
   const int thin = span > 0.0 && fabs(area2) / 2.0 < span;  /* narrower than one pixel on average */
-  int j0 = (int)ceil(vmin - (thin ? 0.5 : 0.0)), j1 = (int)floor(vmax + (thin ? 0.5 : 0.0));
-  if (j0 < 0) j0 = 0;
-  if (j1 > t->height - 1) j1 = t->height - 1;
+  /* Rows and columns are clamped in double before the casts: a vertex near the near plane projects far out. */
+  const int j0 = (int)clamp(ceil(vmin - (thin ? 0.5 : 0.0)), 0.0, t->height);
+  const int j1 = (int)clamp(floor(vmax + (thin ? 0.5 : 0.0)), -1.0, t->height - 1.0);
   int wrote = 0;
   for (int j = j0; j <= j1; ++j) {
     /* The polygon's extent in u over the row: at the line v = j (exact fill), or over the slab
@@ -101,14 +103,8 @@ static int fill_face(const Target* t, const double (*poly)[3], int n, const doub
       right = fmax(right, fmax(x0, x1));
     }
     if (left > right) continue;
-    int i0, i1;
-    if (thin) {
-      i0 = (int)floor(left + 0.5), i1 = (int)floor(right + 0.5);
-    } else {
-      i0 = (int)ceil(left), i1 = (int)floor(right);
-    }
-    if (i0 < 0) i0 = 0;
-    if (i1 > t->width - 1) i1 = t->width - 1;
+    const double first = thin ? floor(left + 0.5) : ceil(left), last = thin ? floor(right + 0.5) : floor(right);
+    const int i0 = (int)clamp(first, 0.0, t->width), i1 = (int)clamp(last, -1.0, t->width - 1.0);
     if (i0 > i1) continue;
     const double b = -(j + 0.5 - t->height / 2.0) / f;
     const double row = plane[0] + plane[2] * b;
