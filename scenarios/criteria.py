@@ -77,6 +77,7 @@ class EpisodeCriteria:
         self._recent_collisions: list[tuple[int, float, carla.Location]] = []
         self._light_at: carla.TrafficLight | None = None  # the light of the ego's approach to a junction
         self._light_seen_at: carla.Location | None = None  # where the ego last stood in its trigger volume
+        self._was_at_light = False
         self._was_in_junction = False
         self._route_lanes = {(road, lane) for road, _, lane in route.road_lane}
         self._quarter_speeds = [[0.0, 0.0, 0] for _ in range(4)]  # ego speed sum, traffic speed sum, samples
@@ -177,14 +178,16 @@ class EpisodeCriteria:
                 and self._light_at.get_state() == carla.TrafficLightState.Red:
             self.record("red_light", snapshot, {"traffic_light_id": self._light_at.id})
         self._was_in_junction = in_junction
+        at_light = not in_junction and self.ego.is_at_traffic_light()  # read from the episode state
         if in_junction:
             self._light_at = None
-        elif self.ego.is_at_traffic_light():  # read from the episode state; the light actor may cost an RPC
-            if self._light_at is None:
+        elif at_light:
+            if not self._was_at_light:  # entering a trigger volume: fetch its light (the actor may cost an RPC)
                 self._light_at = self.ego.get_traffic_light()
             self._light_seen_at = location
         elif self._light_at is not None and location.distance(self._light_seen_at) > RED_LIGHT_RADIUS_M:
             self._light_at = None
+        self._was_at_light = at_light
 
     def _lanes_and_speed(self, location: carla.Location, speed: float, snapshot) -> None:
         if self._last_location is not None:

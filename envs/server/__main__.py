@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 
 from envs.maps import MapError
 
@@ -13,6 +14,9 @@ from .transport import SimulatorServer
 
 def serve(host: str, port: int, map_name: str, log_level: str = "INFO", parent_pid: int | None = None) -> None:
     logging.basicConfig(level=log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    if parent_pid is not None and os.getppid() != parent_pid:
+        raise SystemExit(f"slimdrive server: --parent-pid {parent_pid} is not the process that started this one "
+                         f"(pid {os.getppid()}); pass the launcher's own pid, or leave the option out")
     try:
         simulator = Simulator(map_name, port)
     except MapError as exc:
@@ -37,7 +41,7 @@ def main() -> None:
     parser.add_argument("--map", default="town", help="a shipped map name or a path to an .xodr file")
     parser.add_argument("--log-level", default="INFO")
     parser.add_argument("--parent-pid", type=int, default=None,
-                        help="stop when this process is gone (the launcher passes its own pid)")
+                        help="the pid of the process that starts this server (its parent): stop when it is gone")
     args = parser.parse_args()
     serve(args.host, args.port, args.map, args.log_level, args.parent_pid)
 

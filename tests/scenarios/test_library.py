@@ -2,7 +2,6 @@
 behaviours fire as written, judged from actor positions recorded each tick."""
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 

@@ -315,7 +315,7 @@ def _light_posts(network, b: BoxBuilder) -> dict[str, LightPost]:
     for record in network.traffic_lights():
         pole = np.array([record.pose.x, record.pose.y])
         yaw = np.radians(record.stop_line.yaw)
-        forward, lateral = np.array([np.cos(yaw), np.sin(yaw)]), np.array([-np.sin(yaw), np.cos(yaw)])
+        lateral = np.array([-np.sin(yaw), np.cos(yaw)])
         offset = float(np.dot(np.array([record.stop_line.x, record.stop_line.y]) - pole, lateral))
         head = pole + lateral * offset
         height = 5.6
