@@ -337,7 +337,7 @@ class DrivingEnv(gym.Env):
     def _observation(self, snapshot: carla.WorldSnapshot, images: dict[str, np.ndarray]) -> dict:
         state = snapshot.find(self._ego.id)
         transform = state.get_transform()
-        s, _ = self._route.project(transform.location, near_s=self._criteria.progress_s)
+        s = self._criteria.route_s  # the criteria have just projected the ego onto the route
         target = self._route.target_point(s, self._target_ahead_m).location
         yaw = math.radians(transform.rotation.yaw)
         dx, dy = target.x - transform.location.x, target.y - transform.location.y

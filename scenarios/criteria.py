@@ -68,6 +68,7 @@ class EpisodeCriteria:
         self.infractions: list[Infraction] = []
         self.done: str | None = None  # why the route ended, once it has
         self.progress_s = 0.0
+        self.route_s = 0.0  # where the ego stood along the route at the last update (progress_s: the furthest)
         self.distance_driven = 0.0
         self.outside_distance = 0.0
         self._start_frame: int | None = None
@@ -142,6 +143,7 @@ class EpisodeCriteria:
 
     def _progress(self, location: carla.Location, snapshot) -> None:
         s, lateral = self.route.project(location, near_s=self.progress_s)
+        self.route_s = s
         if abs(lateral) > ROUTE_DEVIATION_M:
             self.record("route_dev", snapshot, {"lateral_m": round(abs(lateral), 2)})
         self.progress_s = max(self.progress_s, s)
