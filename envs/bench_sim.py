@@ -15,7 +15,9 @@ import json
 import math
 import os
 import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -66,8 +68,10 @@ def _in_process(network, map_name: str, xodr: str, rig: Rig | None, layout, step
     return (time.perf_counter() - start) / steps, (time.process_time() - cpu) / steps
 
 
-def client_loop_seconds(host: str, port: int, rig: Rig, layout, steps: int, warmup: int) -> float:
-    """Seconds per synchronous step (tick + every camera image of that frame) through the stock client."""
+@contextmanager
+def raw_client_loop(host: str, port: int, rig: Rig, layout) -> Iterator[Callable[[], None]]:
+    """The scene through the stock client in synchronous mode; yields `step()`: one tick and every camera image
+    of that frame. Restores asynchronous mode on exit."""
     import carla
 
     client = carla.Client(host, port)
@@ -83,16 +87,22 @@ def client_loop_seconds(host: str, port: int, rig: Rig, layout, steps: int, warm
     cameras = spawn_rig(world, ego_actor, rig)
     try:
         cameras.warm_up(world)
-        for _ in range(warmup):
-            cameras.read(world.tick())
-        start = time.perf_counter()
-        for _ in range(steps):
-            cameras.read(world.tick())
-        return (time.perf_counter() - start) / steps
+        yield lambda: cameras.read(world.tick())
     finally:
         cameras.destroy()
         settings.synchronous_mode, settings.fixed_delta_seconds = False, None
         world.apply_settings(settings)
+
+
+def client_loop_seconds(host: str, port: int, rig: Rig, layout, steps: int, warmup: int) -> float:
+    """Seconds per synchronous step (tick + every camera image of that frame) through the stock client."""
+    with raw_client_loop(host, port, rig, layout) as step:
+        for _ in range(warmup):
+            step()
+        start = time.perf_counter()
+        for _ in range(steps):
+            step()
+        return (time.perf_counter() - start) / steps
 
 
 def run(cfg) -> int:
