@@ -50,9 +50,9 @@ def make_agent(name: str, env, cfg: DictConfig):
 
 
 def _movers(world, ego_id: int) -> tuple[list[int], np.ndarray]:
+    """Ids and half (length, width) of the vehicles and walkers other than the ego."""
     actors = [a for a in world.get_actors() if a.type_id.split(".")[0] in ("vehicle", "walker") and a.id != ego_id]
-    return [a.id for a in actors], np.array([math.hypot(a.bounding_box.extent.x, a.bounding_box.extent.y)
-                                             for a in actors])
+    return [a.id for a in actors], np.array([[a.bounding_box.extent.x, a.bounding_box.extent.y] for a in actors])
 
 
 def run_episode(env: DrivingEnv, agent, budget: ComputeBudget, episode: Episode) -> dict:
@@ -64,8 +64,8 @@ def run_episode(env: DrivingEnv, agent, budget: ComputeBudget, episode: Episode)
     budget.reset()
     priv = env.unwrapped.privileged
     ego_id = priv.ego.id
-    ego_radius = math.hypot(priv.ego.bounding_box.extent.x, priv.ego.bounding_box.extent.y)
-    ids, radii = _movers(priv.world, ego_id)
+    ego_half = np.array([priv.ego.bounding_box.extent.x, priv.ego.bounding_box.extent.y])
+    ids, halves = _movers(priv.world, ego_id)
     trajectory, min_ttc, steps = [], math.inf, 0
     while True:
         obs, _, terminated, truncated, info = env.step(budget.act(agent, obs))
@@ -78,10 +78,13 @@ def run_episode(env: DrivingEnv, agent, budget: ComputeBudget, episode: Episode)
         trajectory.append((t.location.x, t.location.y, math.radians(t.rotation.yaw)))
         others = [snapshot.find(i) for i in ids]
         if others:
-            xy = np.array([[o.get_transform().location.x, o.get_transform().location.y] for o in others])
+            poses = [o.get_transform() for o in others]
+            xy = np.array([[p.location.x, p.location.y] for p in poses])
+            yaw = np.radians([p.rotation.yaw for p in poses])
             vel = np.array([[o.get_velocity().x, o.get_velocity().y] for o in others])
-            min_ttc = min(min_ttc, metrics.time_to_collision(np.array([t.location.x, t.location.y]),
-                                                             np.array([v.x, v.y]), xy, vel, radii + ego_radius))
+            min_ttc = min(min_ttc, metrics.time_to_collision(
+                np.array([t.location.x, t.location.y]), np.array([v.x, v.y]), math.radians(t.rotation.yaw),
+                ego_half, xy, vel, yaw, halves))
         if terminated or truncated:
             break
     criteria = priv.criteria

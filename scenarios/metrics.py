@@ -114,22 +114,33 @@ def comfort(x: np.ndarray, y: np.ndarray, yaw_rad: np.ndarray, dt: float) -> flo
     return float(ok.reshape(-1, COMFORT_WINDOW).all(axis=1).mean())
 
 
-def time_to_collision(ego_xy: np.ndarray, ego_v: np.ndarray, others_xy: np.ndarray, others_v: np.ndarray,
-                      radius: np.ndarray) -> float:
-    """Smallest time (s) until the ego and another actor, both at constant velocity, come within `radius`
-    (sum of their bounding radii) of each other; inf when none does within TTC_HORIZON_S; 0 if overlapping."""
+def time_to_collision(ego_xy: np.ndarray, ego_v: np.ndarray, ego_yaw: float, ego_half: np.ndarray,
+                      others_xy: np.ndarray, others_v: np.ndarray, others_yaw: np.ndarray,
+                      others_half: np.ndarray) -> float:
+    """Smallest time (s) until the ego's bounding box touches another actor's, both moving at constant velocity
+    and heading: inf when none does within TTC_HORIZON_S, 0 when they already touch.
+
+    Boxes are oriented rectangles seen from above (centre xy, velocity, yaw in radians, half length and width).
+    Exact for that motion: by the separating axis theorem two rectangles touch exactly when their projections
+    overlap on each of the four edge directions, and on each direction the overlap is one interval of time."""
     if len(others_xy) == 0:
         return math.inf
-    p = others_xy - ego_xy
-    v = others_v - ego_v
-    a = np.einsum("ij,ij->i", v, v)
-    b = 2.0 * np.einsum("ij,ij->i", p, v)
-    c = np.einsum("ij,ij->i", p, p) - radius ** 2
-    if (c <= 0).any():
-        return 0.0
-    disc = b * b - 4 * a * c
-    hit = (a > 1e-9) & (disc >= 0)
-    t = np.full(len(p), math.inf)
-    t[hit] = (-b[hit] - np.sqrt(disc[hit])) / (2 * a[hit])
-    t[(t < 0) | (t > TTC_HORIZON_S)] = math.inf
-    return float(t.min())
+    heading = lambda yaw: np.stack([np.cos(yaw), np.sin(yaw)], -1)  # noqa: E731
+    left = lambda u: np.stack([-u[..., 1], u[..., 0]], -1)  # noqa: E731
+    ego_u, other_u = heading(np.float64(ego_yaw)), heading(np.asarray(others_yaw, float))  # (2,), (N, 2)
+    ego_axes = np.broadcast_to(np.stack([ego_u, left(ego_u)]), (len(others_xy), 2, 2))
+    axes = np.concatenate([ego_axes, np.stack([other_u, left(other_u)], 1)], 1)  # (N, 4, 2)
+    # Half widths of both boxes along each axis, and their centres' gap and closing speed along it.
+    reach = lambda u, half: np.abs(axes @ u[..., None])[..., 0] * half[..., :1] \
+        + np.abs(axes @ left(u)[..., None])[..., 0] * half[..., 1:]  # noqa: E731
+    radius = reach(np.broadcast_to(ego_u, other_u.shape), np.broadcast_to(ego_half, others_half.shape)) \
+        + reach(other_u, np.asarray(others_half, float))
+    gap = np.einsum("nkj,nj->nk", axes, others_xy - ego_xy)
+    rate = np.einsum("nkj,nj->nk", axes, others_v - ego_v)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t1, t2 = (-radius - gap) / rate, (radius - gap) / rate
+    still = np.abs(rate) < 1e-9  # a constant gap: touching for all time on this axis, or never
+    start = np.where(still, np.where(np.abs(gap) <= radius, -np.inf, np.inf), np.minimum(t1, t2)).max(axis=1)
+    end = np.where(still, np.where(np.abs(gap) <= radius, np.inf, -np.inf), np.maximum(t1, t2)).min(axis=1)
+    touch = (start <= end) & (end >= 0.0) & (start <= TTC_HORIZON_S)
+    return float(np.maximum(start[touch], 0.0).min()) if touch.any() else math.inf

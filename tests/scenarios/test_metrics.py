@@ -51,11 +51,26 @@ def test_comfort_of_a_steady_drive_and_of_a_jerky_one():
     assert metrics.comfort(x, np.zeros_like(x), np.zeros_like(x), 0.05) < 1.0
 
 
-def test_time_to_collision_head_on_and_diverging():
-    # 20 m apart closing at 10 m/s with radii summing to 2 m: contact after 1.8 s
-    ttc = metrics.time_to_collision(np.zeros(2), np.array([5.0, 0.0]), np.array([[20.0, 0.0]]),
-                                    np.array([[-5.0, 0.0]]), np.array([2.0]))
-    assert ttc == pytest.approx(1.8)
-    away = metrics.time_to_collision(np.zeros(2), np.array([-5.0, 0.0]), np.array([[20.0, 0.0]]),
-                                     np.array([[5.0, 0.0]]), np.array([2.0]))
-    assert math.isinf(away)
+CAR = np.array([2.0, 1.0])  # half length and width
+
+
+def _ttc(ego_xy, ego_v, ego_yaw, other_xy, other_v, other_yaw) -> float:
+    return metrics.time_to_collision(np.array(ego_xy, float), np.array(ego_v, float), ego_yaw, CAR,
+                                     np.array([other_xy], float), np.array([other_v], float),
+                                     np.array([other_yaw]), np.array([CAR]))
+
+
+def test_time_to_collision_of_oriented_boxes():
+    # head-on: fronts 16 m apart, closing at 10 m/s
+    assert _ttc([0, 0], [5, 0], 0.0, [20, 0], [-5, 0], 0.0) == pytest.approx(1.6)
+    # a car turned across the lane 10 m ahead shows its 1 m half width: the ego's front reaches 9 m at 1.4 s
+    assert _ttc([0, 0], [5, 0], 0.0, [10, 0], [0, 0], math.pi / 2) == pytest.approx(1.4)
+    # crossing paths: x overlaps for t in [1.7, 2.3] and so does y
+    assert _ttc([0, 0], [10, 0], 0.0, [20, -20], [0, 10], math.pi / 2) == pytest.approx(1.7)
+    assert _ttc([0, 0], [0, 0], 0.0, [3.5, 0], [0, 0], 0.0) == 0.0  # already touching
+    # never: diverging, side by side in the next lane (bounding circles would overlap here), stopped 4 m behind
+    assert math.isinf(_ttc([0, 0], [-5, 0], 0.0, [20, 0], [5, 0], 0.0))
+    assert math.isinf(_ttc([0, 0], [5, 0], 0.0, [0, 3.5], [5, 0], 0.0))
+    assert math.isinf(_ttc([0, 0], [0, 0], 0.0, [8, 0], [0, 0], 0.0))
+    # beyond the horizon
+    assert math.isinf(_ttc([0, 0], [1, 0], 0.0, [100, 0], [0, 0], 0.0))
