@@ -135,7 +135,6 @@ def test_load_world_reload_and_generate_opendrive(client):
     assert client.load_world("town").get_map().name.endswith("town")
 
 
-
 def test_speed_limit_is_the_maps_where_the_vehicle_is(tmp_path):
     """A server on an edited straight: its road type gives 90 km/h, then 60 km/h from s = 350; the lanes
     running against s carry their own 30 km/h (in m/s); those along s lost theirs and take the road's.
