@@ -173,6 +173,29 @@ void unpack_panel(const uint8_t* packed, int64_t k, int64_t g0, uint8_t* panel) 
   }
 }
 
+// The tile's int32 totals (R tokens x PANEL outputs) -> float outputs: minus sum(q) per token (which turns
+// sum((w + 1) q) into sum(w q)), both scales, then the optional epilogue and residual. One for both builds.
+template <int R>
+void store_tile(const Operands& op, const int32_t (*totals)[PANEL], int64_t m0, int64_t n0) {
+  const __m256 zero = _mm256_setzero_ps();
+  for (int r = 0; r < R; ++r) {
+    const int64_t m = m0 + r;
+    const __m256i q_sum = _mm256_set1_epi32(op.q_sum[m]);
+    const __m256 scale = _mm256_set1_ps(op.dequant[m] * op.w_scale);
+    for (int o = 0; o < PANEL; o += 8) {
+      const int64_t at = m * op.n_out + n0 + o;
+      const __m256i total = _mm256_load_si256(reinterpret_cast<const __m256i*>(totals[r] + o));
+      __m256 y = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(total, q_sum)), scale);
+      if (op.epilogue == kReluSquare) {
+        y = _mm256_max_ps(y, zero);
+        y = _mm256_mul_ps(y, y);
+      }
+      if (op.residual) y = _mm256_add_ps(_mm256_loadu_ps(op.residual + at), y);
+      _mm256_storeu_ps(op.y + at, y);
+    }
+  }
+}
+
 #if defined(__AVX512VNNI__)
 template <int R>
 void panel_tile(const Operands& op, const uint8_t* panel, int64_t m0, int64_t n0) {
@@ -194,29 +217,17 @@ void panel_tile(const Operands& op, const uint8_t* panel, int64_t m0, int64_t n0
       for (int z = 0; z < Z; ++z) acc[r][z] = _mm512_dpbusd_epi32(acc[r][z], wv[z], x);
     }
   }
-  const __m512 zero = _mm512_setzero_ps();
-  for (int r = 0; r < R; ++r) {
-    const int64_t m = m0 + r;
-    const __m512i q_sum = _mm512_set1_epi32(op.q_sum[m]);
-    const __m512 scale = _mm512_set1_ps(op.dequant[m] * op.w_scale);
-    for (int z = 0; z < Z; ++z) {
-      const int64_t at = m * op.n_out + n0 + 16 * z;
-      __m512 y = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(acc[r][z], q_sum)), scale);
-      if (op.epilogue == kReluSquare) {
-        y = _mm512_max_ps(y, zero);
-        y = _mm512_mul_ps(y, y);
-      }
-      if (op.residual) y = _mm512_add_ps(_mm512_loadu_ps(op.residual + at), y);
-      _mm512_storeu_ps(op.y + at, y);
-    }
-  }
+  alignas(64) int32_t totals[R][PANEL];
+  for (int r = 0; r < R; ++r)
+    for (int z = 0; z < Z; ++z) _mm512_store_si512(totals[r] + 16 * z, acc[r][z]);
+  store_tile<R>(op, totals, m0, n0);
 }
 #else
 template <int R>
 void panel_tile(const Operands& op, const uint8_t* panel, int64_t m0, int64_t n0) {
   const int64_t k = op.k;
   // int32 totals live in L1, not in registers: all 16 ymm registers go to the inner loop
-  alignas(32) int32_t acc[R][NV][8] = {};
+  alignas(32) int32_t acc[R][PANEL] = {};
   const __m256i ones = _mm256_set1_epi16(1);
   const int8_t* qrow[R];
   for (int r = 0; r < R; ++r) qrow[r] = op.q + (m0 + r) * k;
@@ -238,27 +249,11 @@ void panel_tile(const Operands& op, const uint8_t* panel, int64_t m0, int64_t n0
     }
     for (int r = 0; r < R; ++r)
       for (int v = 0; v < NV; ++v) {
-        __m256i* a = reinterpret_cast<__m256i*>(acc[r][v]);
+        __m256i* a = reinterpret_cast<__m256i*>(acc[r] + 8 * v);
         _mm256_store_si256(a, _mm256_add_epi32(_mm256_load_si256(a), _mm256_madd_epi16(acc16[r][v], ones)));
       }
   }
-  const __m256 zero = _mm256_setzero_ps();
-  for (int r = 0; r < R; ++r) {
-    const int64_t m = m0 + r;
-    const __m256i q_sum = _mm256_set1_epi32(op.q_sum[m]);
-    const __m256 scale = _mm256_set1_ps(op.dequant[m] * op.w_scale);
-    for (int v = 0; v < NV; ++v) {
-      const int64_t at = m * op.n_out + n0 + 8 * v;
-      __m256 y = _mm256_mul_ps(_mm256_cvtepi32_ps(
-          _mm256_sub_epi32(_mm256_load_si256(reinterpret_cast<const __m256i*>(acc[r][v])), q_sum)), scale);
-      if (op.epilogue == kReluSquare) {
-        y = _mm256_max_ps(y, zero);
-        y = _mm256_mul_ps(y, y);
-      }
-      if (op.residual) y = _mm256_add_ps(_mm256_loadu_ps(op.residual + at), y);
-      _mm256_storeu_ps(op.y + at, y);
-    }
-  }
+  store_tile<R>(op, acc, m0, n0);
 }
 #endif
 
