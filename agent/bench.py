@@ -29,7 +29,6 @@ import psutil
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from agent.controllers import ControllerConfig
 from agent.export import export_packed, save_checkpoint
 from agent.model import DrivingNet, ModelConfig
 from agent.policy import DrivingPolicy, Footprint
@@ -95,7 +94,6 @@ def run(cfg: DictConfig) -> int:
     net_values = OmegaConf.to_container(cfg.model.net, resolve=True)
     ternary_cfg = ModelConfig.from_dict({**net_values, "quant": "ternary"})
     twin_cfg = ModelConfig.from_dict({**net_values, "quant": "none"})
-    controller = ControllerConfig.from_dict(OmegaConf.to_container(cfg.model.controller, resolve=True))
 
     torch.manual_seed(int(cfg.seed))
     ternary_net = DrivingNet(ternary_cfg)
@@ -106,10 +104,10 @@ def run(cfg: DictConfig) -> int:
         twin_file = save_checkpoint(twin_net, workdir / "policy_fp32.safetensors")
         disk_bytes = {"packed": packed_file.stat().st_size, "fp32": twin_file.stat().st_size}
         policies = {
-            "packed": DrivingPolicy.from_packed(packed_file, controller),
-            "fake_quant": DrivingPolicy(ternary_net, controller),
-            "fp32": DrivingPolicy(twin_net, controller),
-            "bf16": DrivingPolicy(copy.deepcopy(twin_net).to(torch.bfloat16), controller),
+            "packed": DrivingPolicy.from_packed(packed_file),
+            "fake_quant": DrivingPolicy(ternary_net),
+            "fp32": DrivingPolicy(twin_net),
+            "bf16": DrivingPolicy(copy.deepcopy(twin_net).to(torch.bfloat16)),
         }
 
     obs = _observation(ternary_cfg, np.random.default_rng(int(cfg.seed)))

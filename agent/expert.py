@@ -1,6 +1,6 @@
 """The privileged expert: a rule-based driver that reads the world through the CARLA client API.
 
-It follows the route with pure pursuit and holds a speed with the shared controllers (`scenarios.tracking`),
+It follows the route with pure pursuit and holds a speed with the shared controllers (`control`),
 and every step takes the lowest of these speed wishes:
   * the route's speed limit;
   * an IDM gap to the nearest obstacle in its corridor: every vehicle, walker and prop is forecast at
@@ -20,8 +20,9 @@ from typing import Any, Mapping
 import carla
 import numpy as np
 
+from control import IDM, SpeedController, pure_pursuit
+from envs.budget import Footprint
 from scenarios.lights import LightIndex
-from scenarios.tracking import IDM, SpeedController, pure_pursuit
 
 KMH = 1.0 / 3.6
 
@@ -75,8 +76,8 @@ class Expert:
         self._bodies: dict[int, tuple[float, float, str]] = {}  # id -> (half length, half width, kind)
         self._route_id: int | None = None
 
-    def footprint(self) -> dict:
-        return {"parameters": 0, "weight_bytes": 0, "ops_per_step": 2.0e5}
+    def footprint(self) -> Footprint:
+        return Footprint.privileged_baseline()
 
     # ------------------------------------------------------------------------------------------- acting
     def act(self, obs) -> np.ndarray:

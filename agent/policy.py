@@ -1,16 +1,17 @@
-"""`DrivingPolicy`: the observation -> action contract around a `DrivingNet` and the waypoint controllers.
+"""`DrivingPolicy`: the agent contract (`agent.contract.Agent`) around a `DrivingNet`: the network predicts a
+path (waypoints in the ego frame), a target speed and a brake logit, and the shared controllers
+(`control.PathFollower`: pure pursuit and the speed controller, as the expert drives) turn them into an action.
 
-Observation (see ARCHITECTURE.md): a dict with ``cameras`` uint8 (8, H, W, 3) in rig order, ``speed`` m/s
+Observation (see docs/env.md): a dict with ``cameras`` uint8 (8, H, W, 3) in rig order, ``speed`` m/s
 (float or shape (1,)), ``target_point`` (2,) metres in the ego frame (x forward, y right) and ``command``
 (RoadOption 1..6). Camera images larger or smaller than the network's input are resized with
 ``cv2.INTER_AREA``. The action is ``[steer, throttle, brake]`` float32.
 
 The same class drives every variant: the packed ternary runtime (`from_packed`), the fake-quant training graph
-and the full-precision twin (`DrivingPolicy(net, ...)` with a `DrivingNet`), and a bfloat16 copy of the twin.
+and the full-precision twin (`DrivingPolicy(net)` with a `DrivingNet`), and a bfloat16 copy of the twin.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -20,25 +21,14 @@ import torch
 from torch import nn
 
 from agent.bitlinear import BitLinear
-from agent.controllers import ControllerConfig, WaypointController
 from agent.model import N_COMMANDS, Block, DrivingNet
 from agent.runtime import PackedBitLinear
+from control import PathFollower
+from envs.budget import Footprint
 
 
 class ObservationError(ValueError):
     """An observation that breaks the contract; the message names the field and what is expected."""
-
-
-@dataclass(frozen=True)
-class Footprint:
-    """What one policy step costs, for the compute budget (checked before the first step)."""
-
-    parameters: int  # numbers that define the network (ternary weights count one each)
-    ternary_parameters: int
-    weight_bytes: int  # resident bytes of all weights as this policy holds them
-    ternary_macs: int  # int8 x ternary multiply-accumulates per step (packed runtime only)
-    float_macs: int  # floating-point multiply-accumulates per step, in `dtype`
-    dtype: str  # the floating-point type the float part computes in
 
 
 def _tensor_bytes(module: nn.Module) -> int:
@@ -46,22 +36,22 @@ def _tensor_bytes(module: nn.Module) -> int:
 
 
 class DrivingPolicy:
-    def __init__(self, net: DrivingNet, controller: ControllerConfig) -> None:
+    def __init__(self, net: DrivingNet) -> None:
         self.net = net.eval()
         self.cfg = net.cfg
-        self.controller = WaypointController(controller)
+        self.controller = PathFollower()
         self.dtype = next(net.parameters()).dtype
         self._footprint: Footprint | None = None
 
     @classmethod
-    def from_packed(cls, path: str | Path, controller: ControllerConfig) -> "DrivingPolicy":
+    def from_packed(cls, path: str | Path) -> "DrivingPolicy":
         """A policy on the packed ternary runtime, from a file written by `agent.export.export_packed`."""
         from agent.export import load_packed
 
-        return cls(load_packed(path), controller)
+        return cls(load_packed(path))
 
     def reset(self) -> None:
-        """Start of an episode: forget the controllers' integral and derivative state."""
+        """Start of an episode: forget the speed controller's integral."""
         self.controller.reset()
 
     def inputs(self, obs: Mapping[str, Any]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -108,7 +98,8 @@ class DrivingPolicy:
         """One step: observation -> ``[steer, throttle, brake]`` float32."""
         out = self.predict(obs)
         speed = float(np.asarray(obs["speed"], dtype=np.float32).reshape(-1)[0])
-        return self.controller.control(out["waypoints"], float(out["target_speed"]), speed)
+        brake = bool(out["brake"] > 0.0) if "brake" in out else False  # a logit: the expert would brake here
+        return self.controller.control(out["waypoints"], float(out["target_speed"]), speed, brake)
 
     def footprint(self) -> Footprint:
         """Parameters, resident weight bytes and arithmetic per step (counted once on a dummy step)."""
@@ -119,6 +110,12 @@ class DrivingPolicy:
     def _count(self) -> Footprint:
         cfg = self.cfg
         macs = {"ternary": 0, "float": 0}
+        peak = [0]  # the largest activation tensor any layer produces in one step
+
+        def activation_hook(_module: nn.Module, _args: tuple, output: object) -> None:
+            for tensor in output.values() if isinstance(output, dict) else (output,):
+                if isinstance(tensor, torch.Tensor):
+                    peak[0] = max(peak[0], tensor.numel() * tensor.element_size())
 
         def linear_hook(module: nn.Module, args: tuple[torch.Tensor, ...], _output: torch.Tensor) -> None:
             rows = args[0].numel() // args[0].shape[-1]
@@ -134,6 +131,7 @@ class DrivingPolicy:
         counted = (PackedBitLinear, BitLinear, nn.Linear)
         hooks = [m.register_forward_hook(linear_hook) for m in self.net.modules() if isinstance(m, counted)]
         hooks += [m.register_forward_hook(attention_hook) for m in self.net.modules() if isinstance(m, Block)]
+        hooks += [m.register_forward_hook(activation_hook) for m in self.net.modules()]
         try:
             obs = {
                 "cameras": np.zeros((cfg.cameras, cfg.image_height, cfg.image_width, 3), np.uint8),
@@ -160,4 +158,5 @@ class DrivingPolicy:
             ternary_macs=macs["ternary"],
             float_macs=macs["float"],
             dtype=str(self.dtype).removeprefix("torch."),
+            activation_bytes=peak[0],
         )

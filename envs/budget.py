@@ -11,18 +11,55 @@ control, with the simulation stepping every `dt`:
   configured fallback (`hold` the last control, or `brake`) when the deadline was missed.
 
 Latency is measured with a monotonic clock around `policy.act`, or, for reproducible runs, derived from the
-policy's declared arithmetic and a device profile (`latency = overhead + ops / ops_per_second`). The same
-schedule serves an episode loop (`ComputeBudget.act`) and a Gymnasium wrapper (`ComputeBudgetWrapper`).
+policy's `Footprint` and a device profile (`latency = overhead + ops / ops_per_second`). The same schedule
+serves the rollout loop (`ComputeBudget.act`, see `envs.rollout`) and a Gymnasium wrapper
+(`ComputeBudgetWrapper`). What the budget asks of a policy is `BudgetedPolicy`: `act` and `footprint`.
 """
 from __future__ import annotations
 
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Protocol
 
 import gymnasium as gym
 import numpy as np
+
+
+@dataclass(frozen=True)
+class Footprint:
+    """What one policy step costs, computed from the network (checked before the first step, priced every step).
+
+    A privileged baseline (the rule-based expert, cruise) reads the simulator instead of computing on images:
+    it declares `privileged=True` and no arithmetic, rather than inventing some.
+    """
+
+    parameters: int  # numbers that define the network (ternary weights count one each)
+    ternary_parameters: int
+    weight_bytes: int  # resident bytes of all weights as this policy holds them
+    ternary_macs: int  # int8 x ternary multiply-accumulates per step (packed runtime only)
+    float_macs: int  # floating-point multiply-accumulates per step, in `dtype`
+    dtype: str  # the floating-point type the float part computes in
+    activation_bytes: int = 0  # the largest activation tensor of one step (peak working memory beyond weights)
+    privileged: bool = False
+
+    @property
+    def ops_per_step(self) -> float:
+        """Arithmetic operations per step: a multiply-accumulate is two."""
+        return 2.0 * (self.ternary_macs + self.float_macs)
+
+    @classmethod
+    def privileged_baseline(cls) -> "Footprint":
+        return cls(parameters=0, ternary_parameters=0, weight_bytes=0, ternary_macs=0, float_macs=0,
+                   dtype="none", privileged=True)
+
+
+class BudgetedPolicy(Protocol):
+    """What the budget runs: an observation in, `[steer, throttle, brake]` out, and what a step costs."""
+
+    def act(self, obs: Mapping[str, Any]) -> np.ndarray: ...
+
+    def footprint(self) -> Footprint: ...
 
 
 class BudgetExceeded(ValueError):
@@ -108,16 +145,18 @@ class ComputeBudget:
         self._pending: tuple[int, np.ndarray] | None = None  # (step it takes force, control)
         self._control = np.array([0.0, 0.0, 1.0], dtype=np.float32)  # parked until the first decision
         self._late = False  # whether the control on its way missed the deadline
+        self.decision: np.ndarray | None = None  # the policy's answer on this step, if it was asked
 
-    def check(self, footprint: Mapping[str, float]) -> None:
+    def check(self, footprint: Footprint) -> None:
         """Refuse a policy whose weights exceed the cap; call before the first step."""
-        weight_mb = float(footprint["weight_bytes"]) / 2**20
+        if not isinstance(footprint, Footprint):
+            raise TypeError(f"footprint() returned {type(footprint).__name__}; an agent's footprint() must return "
+                            "envs.budget.Footprint (see agent/contract.py)")
+        weight_mb = footprint.weight_bytes / 2**20
         if weight_mb > self.config.weight_cap_mb:
             raise BudgetExceeded(f"policy weights take {weight_mb:.1f} MiB, over the on-board cap of "
                                  f"{self.config.weight_cap_mb:.1f} MiB (budget.weight_cap_mb); export a smaller "
                                  "or packed ternary model, or raise the cap")
-        if self.config.latency == "profile" and "ops_per_step" not in footprint:
-            raise BudgetExceeded("budget.latency=profile needs the policy's footprint to declare ops_per_step")
         self._footprint = footprint
 
     @property
@@ -125,18 +164,21 @@ class ComputeBudget:
         """Whether the processor takes the current step's observation."""
         return self._step >= self._busy_until
 
-    def act(self, policy, obs) -> np.ndarray:
-        """The control for this step, asking `policy` only when the processor is free."""
+    def act(self, policy: BudgetedPolicy, obs) -> np.ndarray:
+        """The control for this step, asking `policy` only when the processor is free (`self.decision` then
+        holds what it answered, before any delay; None on a step it was not asked)."""
+        self.decision = None
         if not self.ready:
             return self.skip()
         started = time.monotonic()
         action = policy.act(obs)
         measured = time.monotonic() - started
         if self.config.latency == "profile":
-            latency = self.config.device.latency(float(self._footprint["ops_per_step"]))
+            latency = self.config.device.latency(self._footprint.ops_per_step)
         else:
             latency = measured
-        return self.submit(validate_action(action, f"{type(policy).__name__}.act"), latency)
+        self.decision = validate_action(action, f"{type(policy).__name__}.act")
+        return self.submit(self.decision, latency)
 
     def submit(self, action: np.ndarray, latency: float) -> np.ndarray:
         """A decision taken from this step's observation with `latency` seconds of compute."""

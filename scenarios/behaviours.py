@@ -13,10 +13,12 @@ from dataclasses import dataclass
 import carla
 import numpy as np
 
+from control import IDM, SpeedController, pure_pursuit
+
 from .compile import CompiledActor
+from .lane_path import LanePath
 from .lights import LightIndex, hold_group
 from .schema import Step
-from .tracking import IDM, LanePath, SpeedController, pure_pursuit
 from .triggers import TriggerContext, fires
 
 STOPPED_MPS = 0.1

@@ -7,11 +7,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from agent.controllers import ControllerConfig
 from agent.model import DrivingNet, ModelConfig
 
 TINY = ModelConfig(image_height=32, image_width=64, patch_size=8, dim=64, heads=2, encoder_layers=1, fusion_layers=1)
-CONTROLLER = ControllerConfig()
 
 
 def tiny_batch(samples: int = 4, seed: int = 0) -> dict[str, torch.Tensor]:

@@ -24,7 +24,7 @@ from agent.export import (
 )
 from agent.model import DrivingNet
 from agent.policy import DrivingPolicy
-from conftest import CONTROLLER, TINY, tiny_batch
+from conftest import TINY, tiny_batch
 
 
 @settings(max_examples=60, deadline=None)
@@ -69,9 +69,9 @@ def _observations(count: int) -> list[dict]:
 
 def test_export_load_act_gives_the_same_actions(trained_tiny: DrivingNet, tmp_path: Path) -> None:
     path = export_packed(trained_tiny, tmp_path / "policy.safetensors")
-    packed = DrivingPolicy.from_packed(path, CONTROLLER)
-    again = DrivingPolicy.from_packed(path, CONTROLLER)
-    training_graph = DrivingPolicy(trained_tiny, CONTROLLER)
+    packed = DrivingPolicy.from_packed(path)
+    again = DrivingPolicy.from_packed(path)
+    training_graph = DrivingPolicy(trained_tiny)
     for obs in _observations(4):
         action = packed.act(obs)
         assert np.array_equal(action, again.act(obs))  # loading is deterministic
@@ -81,7 +81,7 @@ def test_export_load_act_gives_the_same_actions(trained_tiny: DrivingNet, tmp_pa
 def test_checkpoint_round_trip_is_exact(trained_tiny: DrivingNet, tmp_path: Path) -> None:
     loaded = load_checkpoint(save_checkpoint(trained_tiny, tmp_path / "train.safetensors"))
     for obs in _observations(2):
-        assert np.array_equal(DrivingPolicy(loaded, CONTROLLER).act(obs), DrivingPolicy(trained_tiny, CONTROLLER).act(obs))
+        assert np.array_equal(DrivingPolicy(loaded).act(obs), DrivingPolicy(trained_tiny).act(obs))
 
 
 def _rewrite(path: Path, tensors: dict[str, torch.Tensor] | None = None, **metadata: str) -> None:

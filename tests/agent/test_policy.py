@@ -7,11 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from agent.controllers import ControllerConfig, WaypointController
 from agent.export import export_packed
 from agent.model import DrivingNet, ModelConfig
 from agent.policy import DrivingPolicy, ObservationError
-from conftest import CONTROLLER, TINY
+from conftest import TINY
 
 
 @pytest.mark.parametrize("quant", ["ternary", "none"])
@@ -32,7 +31,7 @@ def _obs(height: int = TINY.image_height, width: int = TINY.image_width, **chang
 
 def test_act_returns_a_bounded_action_and_resizes_larger_cameras() -> None:
     torch.manual_seed(0)
-    policy = DrivingPolicy(DrivingNet(TINY), CONTROLLER)
+    policy = DrivingPolicy(DrivingNet(TINY))
     policy.reset()
     action = policy.act(_obs(height=96, width=160))  # env images larger than the network's 32x64
     assert action.dtype == np.float32 and action.shape == (3,)
@@ -50,7 +49,7 @@ def test_act_returns_a_bounded_action_and_resizes_larger_cameras() -> None:
     ],
 )
 def test_bad_observations_are_refused_naming_the_field(changes: dict, field: str) -> None:
-    policy = DrivingPolicy(DrivingNet(TINY), CONTROLLER)
+    policy = DrivingPolicy(DrivingNet(TINY))
     with pytest.raises(ObservationError, match=field):
         policy.act(_obs(**changes))
 
@@ -58,28 +57,12 @@ def test_bad_observations_are_refused_naming_the_field(changes: dict, field: str
 def test_footprint_of_the_packed_policy(tmp_path) -> None:
     torch.manual_seed(0)
     net = DrivingNet(TINY)
-    twin = DrivingPolicy(DrivingNet(replace(TINY, quant="none")), CONTROLLER).footprint()
-    packed = DrivingPolicy.from_packed(export_packed(net, tmp_path / "p.safetensors"), CONTROLLER).footprint()
+    twin = DrivingPolicy(DrivingNet(replace(TINY, quant="none"))).footprint()
+    packed = DrivingPolicy.from_packed(export_packed(net, tmp_path / "p.safetensors")).footprint()
     assert packed.parameters == twin.parameters
     assert packed.ternary_macs > 0 and twin.ternary_macs == 0
     assert packed.ternary_macs + packed.float_macs == twin.float_macs  # same arithmetic, different kinds
     assert twin.weight_bytes > 5 * packed.weight_bytes  # the tiny net's float embeddings weigh more than the default's
-
-
-def test_controller_steers_towards_the_waypoints_and_brakes_for_a_stop() -> None:
-    controller = WaypointController(ControllerConfig())
-    straight = np.array([[2.0, 0.0], [4.0, 0.0], [6.0, 0.0], [8.0, 0.0]])
-    steer, throttle, brake = controller.control(straight, target_speed=6.0, speed=2.0)
-    assert steer == 0.0 and throttle > 0 and brake == 0
-    controller.reset()
-    right = np.array([[2.0, 1.0], [4.0, 2.5], [6.0, 4.0], [8.0, 6.0]])
-    assert controller.control(right, target_speed=6.0, speed=6.0)[0] > 0  # +y is right, positive steer is right
-    controller.reset()
-    left = right * np.array([1.0, -1.0])
-    assert controller.control(left, target_speed=6.0, speed=6.0)[0] < 0
-    controller.reset()
-    steer, throttle, brake = controller.control(straight, target_speed=0.0, speed=5.0)
-    assert throttle == 0 and brake == 1.0
 
 
 def test_ternary_config_rejects_sizes_the_runtime_cannot_run() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from envs.budget import BudgetConfig, BudgetExceeded, ComputeBudget, DeviceProfile, InvalidAction
+from envs.budget import BudgetConfig, BudgetExceeded, ComputeBudget, DeviceProfile, Footprint, InvalidAction
 
 DT = 0.05
 
@@ -63,16 +63,26 @@ def test_within_a_long_deadline_a_slow_control_is_delayed_not_a_miss():
     assert budget.stats.missed_deadlines == 0 and budget.stats.held_steps == 1
 
 
+def _footprint(weight_bytes: int, macs: float = 0) -> Footprint:
+    return Footprint(parameters=weight_bytes, ternary_parameters=0, weight_bytes=weight_bytes, ternary_macs=0,
+                     float_macs=int(macs), dtype="float32")
+
+
+def test_a_footprint_that_is_not_a_footprint_is_refused_with_the_contract_named():
+    with pytest.raises(TypeError, match="must return envs.budget.Footprint"):
+        ComputeBudget(BudgetConfig(), DT).check({"weight_bytes": 1})
+
+
 def test_profile_latency_is_reproducible_and_measured_latency_is_recorded():
     profile = DeviceProfile("toy", ops_per_second=1e9, overhead_ms=5.0)
     budget = ComputeBudget(BudgetConfig(latency="profile", device=profile), DT)
-    budget.check({"weight_bytes": 1000, "ops_per_step": 1e8})  # 5 ms + 100 ms
+    budget.check(_footprint(1000, macs=5e7))  # 1e8 ops: 5 ms + 100 ms
     policy = Counter()
     controls = [budget.act(policy, None) for _ in range(4)]
     assert budget.stats.latencies_ms == pytest.approx([105.0, 105.0])
     assert [c[1] for c in controls] == pytest.approx([0.0, 0.0, 0.01, 0.0])
     measured = ComputeBudget(BudgetConfig(), DT)
-    measured.check({"weight_bytes": 1000})
+    measured.check(_footprint(1000))
     measured.act(policy, None)
     assert 0.0 <= measured.stats.latencies_ms[0] < 50.0
 
@@ -80,7 +90,7 @@ def test_profile_latency_is_reproducible_and_measured_latency_is_recorded():
 def test_oversize_policy_is_refused_before_the_first_step():
     budget = ComputeBudget(BudgetConfig(weight_cap_mb=16.0), DT)
     with pytest.raises(BudgetExceeded, match=r"20\.0 MiB, over the on-board cap of 16\.0 MiB"):
-        budget.check({"weight_bytes": 20 * 2**20})
+        budget.check(_footprint(20 * 2**20))
 
 
 def test_nan_action_is_a_clear_error():
@@ -89,6 +99,6 @@ def test_nan_action_is_a_clear_error():
             return np.array([np.nan, 0.5, 0.0])
 
     budget = ComputeBudget(BudgetConfig(), DT)
-    budget.check({"weight_bytes": 1})
+    budget.check(_footprint(1))
     with pytest.raises(InvalidAction, match="Broken.act returned a non-finite action"):
         budget.act(Broken(), None)

@@ -14,7 +14,7 @@ from scenarios.compile import draw, load_scenario, validate_file, weather_of
 from scenarios.distributions import Choice, parse_distribution
 from scenarios.engine import ScenarioRun
 from scenarios.suites import load_suite
-from scenarios.tracking import SpeedController, pure_pursuit
+from control import SpeedController, pure_pursuit
 from scenarios.schema import WEATHER_FIELDS
 from scenarios.triggers import MIN_SPEED_FOR_TTA
 
