@@ -205,3 +205,12 @@ def load_packed(path: str | Path) -> DrivingNet:
         packed[layer] = (codes.view(module.out_features, module.in_features // 4), scale)
     net.load_state_dict(tensors, strict=False)  # everything but the (now packed) BitLinear weights
     return to_runtime(net, packed)
+
+
+def file_format(path: str | Path) -> str:
+    """The ``format`` a weight file declares (``slimdrive-ternary`` or ``slimdrive-checkpoint``), unvalidated."""
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            return (handle.metadata() or {}).get("format", "")
+    except (SafetensorError, OSError, ValueError) as error:
+        raise WeightFileError(f"{path}: not a readable safetensors file ({error})") from error

@@ -37,7 +37,7 @@ def test_each_infraction_kind_has_the_factor_the_leaderboard_metric_gives_it():
     for infraction in recorded:
         factor = infraction_factor(infraction, OUTSIDE_PCT, QUARTERS)
         assert factor == pytest.approx(_alone(infraction)), infraction.kind
-    # Together they make the route's penalty, as scenarios/evaluate.py scores it.
+    # Together they make the route's penalty, as the rollout loop (envs/rollout.py) scores it.
     product = math.prod(infraction_factor(i, OUTSIDE_PCT, QUARTERS) for i in recorded)
     route = score_route(100.0, [i.kind for i in recorded], OUTSIDE_PCT, QUARTERS)
     assert product == pytest.approx(route.infraction_penalty)

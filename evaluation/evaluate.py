@@ -1,6 +1,8 @@
 """`slimdrive eval agent=expert suite=rare_events`: score an agent on every scenario x seed of a suite.
 
-Each episode runs through DrivingEnv with the compute budget in the loop. Results go to `out/`:
+Each episode runs through the one rollout loop (`envs.rollout`): `DrivingEnv` with the compute budget in the
+loop, the agent made by the registry (`agent.registry`: expert, cruise, a weight file, module:Class).
+Results go to `out/`:
   episodes.jsonl   one line per finished episode (everything measured); the runner resumes from it
   episodes.csv     the same as a table
   results.json     suite figures: global driving score (Leaderboard 2.0), per-scenario means, infractions per
@@ -11,9 +13,7 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 import subprocess
-import time
 from collections import Counter, defaultdict
 from pathlib import Path
 
@@ -21,94 +21,16 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
+from agent.registry import make_agent
 from envs.budget import BudgetConfig, ComputeBudget
 from envs.driving_env import DrivingEnv
-
-from . import metrics
-from .engine import ScenarioRun
-from .errors import ScenarioError
-from .suites import Episode, load_suite
+from envs.rollout import Comfort, TimeToCollision, rollout
+from scenarios import metrics
+from scenarios.errors import ScenarioError
+from scenarios.suites import Episode, load_suite
 
 CSV_FIELDS = ("scenario", "seed", "weather", "driving_score", "route_completion", "infraction_penalty",
               "success", "comfort", "min_ttc_s", "done", "infractions", "steps", "wall_s")
-
-
-def make_agent(name: str, env, cfg: DictConfig):
-    """`expert`, `cruise`, or a policy file exported by agent.export (packed ternary or checkpoint)."""
-    if name == "expert":
-        from agent.expert import Expert, ExpertConfig
-        return Expert(env, ExpertConfig.from_dict(OmegaConf.to_container(cfg.expert)))
-    if name == "cruise":
-        from agent.cruise import Cruise
-        return Cruise(float(cfg.cruise.speed_mps))
-    path = Path(name)
-    if not path.is_file():
-        raise FileNotFoundError(f"agent={name}: not 'expert', 'cruise' or an existing policy file")
-    from agent.controllers import ControllerConfig
-    from agent.policy import DrivingPolicy
-    return DrivingPolicy.from_packed(path, ControllerConfig())
-
-
-def _movers(world, ego_id: int) -> tuple[list[int], np.ndarray]:
-    """Ids and half (length, width) of the vehicles and walkers other than the ego."""
-    actors = [a for a in world.get_actors() if a.type_id.split(".")[0] in ("vehicle", "walker") and a.id != ego_id]
-    return [a.id for a in actors], np.array([[a.bounding_box.extent.x, a.bounding_box.extent.y] for a in actors])
-
-
-def run_episode(env: DrivingEnv, agent, budget: ComputeBudget, episode: Episode) -> dict:
-    """One scenario x seed to the end of its route; returns everything measured."""
-    run = ScenarioRun(episode.scenario, episode.seed)
-    started = time.monotonic()
-    obs, info = env.reset(seed=episode.seed, options={"scenario": run})
-    agent.reset()
-    budget.reset()
-    priv = env.unwrapped.privileged
-    ego_id = priv.ego.id
-    ego_half = np.array([priv.ego.bounding_box.extent.x, priv.ego.bounding_box.extent.y])
-    ids, halves = _movers(priv.world, ego_id)
-    trajectory, min_ttc, steps = [], math.inf, 0
-    while True:
-        obs, _, terminated, truncated, info = env.step(budget.act(agent, obs))
-        steps += 1
-        if info["failure"]:
-            break
-        snapshot = priv.world.get_snapshot()
-        ego = snapshot.find(ego_id)
-        t, v = ego.get_transform(), ego.get_velocity()
-        trajectory.append((t.location.x, t.location.y, math.radians(t.rotation.yaw)))
-        others = [snapshot.find(i) for i in ids]
-        if others:
-            poses = [o.get_transform() for o in others]
-            xy = np.array([[p.location.x, p.location.y] for p in poses])
-            yaw = np.radians([p.rotation.yaw for p in poses])
-            vel = np.array([[o.get_velocity().x, o.get_velocity().y] for o in others])
-            min_ttc = min(min_ttc, metrics.time_to_collision(
-                np.array([t.location.x, t.location.y]), np.array([v.x, v.y]), math.radians(t.rotation.yaw),
-                ego_half, xy, vel, yaw, halves))
-        if terminated or truncated:
-            break
-    criteria = priv.criteria
-    kinds = [i["kind"] for i in info["infractions"]]
-    score = metrics.score_route(criteria.route_completion, kinds, criteria.outside_lanes_pct,
-                                criteria.min_speed_pct_per_quarter) if not info["failure"] else None
-    path = np.array(trajectory).reshape(-1, 3)
-    return {
-        "scenario": run.name, "seed": episode.seed, "file": str(episode.scenario.file), "weather": run.weather_name,
-        "parameters": {k: round(v, 4) for k, v in run.parameters.items()},
-        "driving_score": round(score.driving_score, 4) if score else 0.0,
-        "route_completion": round(score.route_completion, 4) if score else 0.0,
-        "infraction_penalty": round(score.infraction_penalty, 4) if score else 0.0,
-        "success": bool(score) and metrics.bench2drive_success(criteria.done == "completed", kinds),
-        "comfort": round(metrics.comfort(path[:, 0], path[:, 1], path[:, 2], env.fixed_delta_seconds), 4),
-        "min_ttc_s": round(min_ttc, 3) if math.isfinite(min_ttc) else None,
-        "done": criteria.done, "failure": info["failure"], "route_length_m": round(priv.route.length, 2),
-        "outside_lanes_pct": round(criteria.outside_lanes_pct, 3),
-        "min_speed_pct_per_quarter": [round(p, 2) for p in criteria.min_speed_pct_per_quarter],
-        "infractions": info["infractions"],
-        "events": [{"frame": e.frame, "actor": e.actor, "step": e.step, "primitive": e.primitive, "what": e.what}
-                   for e in run.events],
-        "budget": budget.stats.summary(), "steps": steps, "wall_s": round(time.monotonic() - started, 2),
-    }
 
 
 def _code_version() -> str:
@@ -191,7 +113,7 @@ def run(cfg: DictConfig) -> int:
         with tqdm(todo, desc=f"eval {suite}", unit="episode") as bar:
             for episode in bar:
                 bar.set_postfix_str(episode.key)
-                record = run_episode(env, agent, budget, episode)
+                record = rollout(env, agent, budget, episode, observers=[TimeToCollision(), Comfort()])
                 with log.open("a") as f:
                     f.write(json.dumps(record) + "\n")
                 records.append(record)
