@@ -9,7 +9,9 @@ and every step takes the lowest of these speed wishes:
   * a stop before a red light (or a yellow one it can still stop for) found on the route ahead.
 A static obstacle blocking the lane is passed in the neighbouring lane of the same direction when that lane
 is clear from `clear_behind_m` behind to `clear_ahead_m` ahead of the obstacle; the path returns after it.
-It is the reference that proves a scenario solvable and the teacher that labels recorded logs.
+It is the reference that proves a scenario solvable and the teacher that labels recorded logs: after each
+`act` its `plan` says what it meant (its path ahead as waypoints in the ego frame, the speed it wants, and
+whether and why it brakes: the hazard actor and kind, the state of the light ahead).
 """
 from __future__ import annotations
 
@@ -25,6 +27,20 @@ from envs.budget import Footprint
 from scenarios.lights import LightIndex
 
 KMH = 1.0 / 3.6
+PLAN_SPACING_M = 2.0  # the plan's waypoints lie every 2 m along the expert's path ahead of the ego
+PLAN_WAYPOINTS = 8  # to 16 m: beyond pure pursuit's lookahead at the library's speed limits
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What the expert meant on its last step: the labels a learner imitates."""
+
+    waypoints: np.ndarray  # (PLAN_WAYPOINTS, 2) metres in the ego frame (x forward, y right), along its path
+    target_speed: float  # m/s it wants to drive now
+    brake: bool  # it slows down for a hazard or a light (not merely to keep the speed limit)
+    hazard_kind: str  # "" / "vehicle" / "walker" / "static" / "red_light" / "yellow_light"
+    hazard_actor: int  # the hazard's actor id (the light's for a light), -1 for none
+    light_state: str  # the state of the next light on its path: "Red", "Yellow", "Green" or ""
 
 
 @dataclass(frozen=True)
@@ -62,6 +78,7 @@ class Expert:
         self.idm = IDM(time_headway=self.cfg.idm_headway_s, min_gap=self.cfg.idm_min_gap_m, comfort_decel=4.0)
         self.speed_control = SpeedController()
         self._route_id: int | None = None  # the first act() of an episode resets the expert
+        self.plan: Plan | None = None
 
     def reset(self) -> None:
         """Call after `env.reset()`: takes the episode scenario's speed limit when it has one."""
@@ -104,19 +121,38 @@ class Expert:
             obstacle = self._nearest_obstacle(snapshot, ego.id, path, path_s, ego_len, ego_width, speed)
 
         target = self.speed_limit
-        accel = self.idm.accel(speed, target)
+        free = accel = self.idm.accel(speed, target)
+        hazard_kind, hazard_actor = "", -1
         if obstacle is not None:
-            gap, their_speed, _ = obstacle
+            gap, their_speed, actor_id = obstacle
             accel = min(accel, self.idm.accel(speed, target, gap - ego_len, speed - their_speed))
-        stop_at = self._light_stop(path, path_s, speed)
+            if accel < free:
+                hazard_kind, hazard_actor = self._bodies[actor_id][2], actor_id
+        light, stop_at = self._light_stop(path, path_s, speed)
         if stop_at is not None:
-            accel = min(accel, self.idm.accel(speed, target, max(stop_at - ego_len, 0.0), speed))
+            for_light = self.idm.accel(speed, target, max(stop_at - ego_len, 0.0), speed)
+            if for_light < accel:
+                accel = for_light
+                hazard_kind, hazard_actor = f"{str(light.state).lower()}_light", light.id
         wanted = float(np.clip(speed + accel * 0.5, 0.0, target))
         throttle, brake = self.speed_control.control(speed, wanted)
         if accel < -self.idm.comfort_decel:  # an emergency: brake as hard as asked, at once
             throttle, brake = 0.0, float(np.clip(-accel / 8.0, brake, 1.0))
         steer = pure_pursuit(x, y, transform.rotation.yaw, speed, path, 1.2 * ego_len)
+        slowing = bool(hazard_kind) and accel < min(free, 0.0) + 1e-6
+        self.plan = Plan(self._ego_frame_path(path, path_s, x, y, transform.rotation.yaw), wanted, slowing,
+                         hazard_kind if slowing else "", hazard_actor if slowing else -1,
+                         str(light.state) if light is not None else "")
         return np.array([steer, throttle, brake], dtype=np.float32)
+
+    def _ego_frame_path(self, path: np.ndarray, path_s: np.ndarray, x: float, y: float, yaw_deg: float) -> np.ndarray:
+        """The path's points every PLAN_SPACING_M ahead of the ego's route position, in the ego frame."""
+        at = self._s + PLAN_SPACING_M * np.arange(1, PLAN_WAYPOINTS + 1)
+        px, py = np.interp(at, path_s, path[:, 0]), np.interp(at, path_s, path[:, 1])
+        yaw = math.radians(yaw_deg)
+        dx, dy = px - x, py - y
+        return np.stack([dx * math.cos(yaw) + dy * math.sin(yaw), -dx * math.sin(yaw) + dy * math.cos(yaw)],
+                        axis=1).astype(np.float32)
 
     # --------------------------------------------------------------------------------------------- path
     def _path(self, route) -> tuple[np.ndarray, np.ndarray]:
@@ -172,19 +208,20 @@ class Expert:
                 best = (along, float(their_speed), actor_id)
         return best
 
-    def _light_stop(self, path: np.ndarray, path_s: np.ndarray, speed: float) -> float | None:
-        """Distance to stop before a red (or stoppable yellow) light on the path, or None."""
+    def _light_stop(self, path: np.ndarray, path_s: np.ndarray, speed: float) -> tuple[Any, float | None]:
+        """(the next light on the path or None, the distance to stop before it when it is red or a stoppable
+        yellow, else None)."""
         ahead = path_s >= self._s
         index, light = self._lights.first_on_path(path[ahead])
         if light is None:
-            return None
+            return None, None
         state = light.state
         if state == carla.TrafficLightState.Green:
-            return None
+            return light, None
         distance = max(float(path_s[ahead][index] - self._s) - self.cfg.light_margin_m, 0.0)
         if state == carla.TrafficLightState.Yellow and speed * speed > 2.0 * self.cfg.yellow_decel * distance:
-            return None  # too close to stop comfortably: clear the junction
-        return distance
+            return light, None  # too close to stop comfortably: clear the junction
+        return light, distance
 
     # ---------------------------------------------------------------------------------------- passing
     def _maybe_pass(self, world_map: carla.Map, route, obstacle, snapshot, ego_id: int, speed: float) -> None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import csv
 import json
-import subprocess
 from collections import Counter, defaultdict
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from tqdm import tqdm
 from agent.registry import make_agent
 from envs.budget import BudgetConfig, ComputeBudget
 from envs.driving_env import DrivingEnv
+from envs.provenance import code_version
 from envs.rollout import Comfort, TimeToCollision, rollout
 from scenarios import metrics
 from scenarios.errors import ScenarioError
@@ -31,14 +31,6 @@ from scenarios.suites import Episode, load_suite
 
 CSV_FIELDS = ("scenario", "seed", "weather", "driving_score", "route_completion", "infraction_penalty",
               "success", "comfort", "min_ttc_s", "done", "infractions", "steps", "wall_s")
-
-
-def _code_version() -> str:
-    try:
-        return subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True, text=True,
-                              cwd=Path(__file__).parent, timeout=5).stdout.strip() or "unknown"
-    except OSError:
-        return "unknown"
 
 
 def summarise(records: list[dict], episodes: list[Episode], cfg: DictConfig, suite: str) -> dict:
@@ -61,7 +53,7 @@ def summarise(records: list[dict], episodes: list[Episode], cfg: DictConfig, sui
     ttcs = [r["min_ttc_s"] for r in records if r["min_ttc_s"] is not None]
     return {
         "scoring_version": metrics.SCORING_VERSION,
-        "suite": suite, "agent": cfg.agent, "code_version": _code_version(),
+        "suite": suite, "agent": cfg.agent, "code_version": code_version(),
         "seeds": sorted({e.seed for e in episodes}), "episodes_planned": len(episodes), "episodes_run": len(records),
         "budget": OmegaConf.to_container(cfg.budget), "env": OmegaConf.to_container(cfg.env),
         "driving_score": round(metrics.global_score(per_route), 3),

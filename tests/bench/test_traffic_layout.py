@@ -1,4 +1,4 @@
-"""`envs.server.bench.traffic_layout`, the traffic of `bench server` and `bench sim`: seeded, and spawnable
+"""`bench.server.traffic_layout`, the traffic of `bench server` and `bench sim`: seeded, and spawnable
 on every shipped map (vehicles on driving lanes, walkers off them, nothing overlapping)."""
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import pytest
 
 from envs.maps import load_network, load_xodr_text
-from envs.server.bench import traffic_layout
+from bench.server import traffic_layout
 from envs.server.protocol import ATTR_RGB, Transform
 from envs.server.world import World
 

@@ -13,10 +13,11 @@ from pathlib import Path
 
 import numpy as np
 
-from envs.bench_sim import raw_client_loop
 from envs.driving_env import DrivingEnv
 from envs.rig import rig_from_config
 from envs.server.launch import launch
+
+from .sim import raw_client_loop
 
 ROUND = 10  # timed steps per turn
 

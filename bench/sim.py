@@ -1,7 +1,7 @@
 """`slimdrive bench sim`: steps per second of a synchronous loop through the stock client with a camera rig.
 
 Three measurements of the same scene (ego with the rig, `vehicles` driving and `walkers` walking nearby,
-placed by `envs.server.bench.traffic_layout` as in `bench server`):
+placed by `bench.server.traffic_layout` as in `bench server`):
   physics    in-process `World.tick` without cameras (dynamics, collisions, lights, episode state)
   render     in-process `World.tick` with the rig, minus physics (rendering and encoding the images)
   transport  the client loop (tick + wait for all images) minus the in-process tick with the rig
@@ -22,15 +22,16 @@ from typing import Callable, Iterator
 import numpy as np
 
 from envs.rig import Rig, rig_from_config, spawn_rig
-from envs.server.bench import spawn_traffic, traffic_layout
 from envs.server.launch import launch
+
+from .server import spawn_traffic, traffic_layout
 
 DT = 0.05
 
 
 def scene_layout(network, vehicles: int, walkers: int, seed: int) -> tuple[list, list, list]:
     """Ego pose (x, y, yaw) on the map's middle spawn point, and the vehicles and walkers (`Placement`s) of
-    `envs.server.bench.traffic_layout` on the spawn points nearest it."""
+    `bench.server.traffic_layout` on the spawn points nearest it."""
     points = network.spawn_points()
     ego = points[len(points) // 2]
     cars, people = traffic_layout(network, vehicles, walkers, seed, near=(ego.x, ego.y))

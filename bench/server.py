@@ -18,9 +18,9 @@ import carla
 import numpy as np
 
 from envs.maps import load_network
+from envs.server.blueprints import BLUEPRINTS, BY_ID
+from envs.server.launch import launch
 
-from .blueprints import BLUEPRINTS, BY_ID
-from .launch import launch
 
 CARS = tuple(bp.id for bp in BLUEPRINTS
              if bp.kind == "vehicle" and bp.default_attributes().get("number_of_wheels") == "4")
