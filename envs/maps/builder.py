@@ -13,7 +13,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from typing import Literal
 
-from envs.maps.geometry import Cubic, Segment, end_pose
+from envs.maps.geometry import Cubic, Segment, end_pose, wrap_angle
 from envs.maps.opendrive import TRAFFIC_LIGHT_TYPE
 
 Contact = Literal["start", "end"]
@@ -137,16 +137,12 @@ class JunctionSpec:
     signal_ids: list[str] = field(default_factory=list)
 
 
-def _wrap(angle: float) -> float:
-    return (angle + math.pi) % (2.0 * math.pi) - math.pi
-
-
 def connecting_pieces(p0: tuple[float, float], h0: float, p1: tuple[float, float], h1: float) -> list[tuple[float, float, float]]:
     """Line and arc pieces from pose (p0, h0) to (p1, h1): straight through, or a quarter turn."""
     dx, dy = p1[0] - p0[0], p1[1] - p0[1]
     along = dx * math.cos(h0) + dy * math.sin(h0)
     lateral = -dx * math.sin(h0) + dy * math.cos(h0)
-    turn = _wrap(h1 - h0)
+    turn = wrap_angle(h1 - h0, math.pi)
     if abs(turn) < 1e-9:
         if abs(lateral) > 1e-6 or along <= 0:
             raise ValueError(f"cannot connect straight: lateral offset {lateral:.3f} m, length {along:.3f} m")
@@ -200,7 +196,7 @@ def build_junction(
             lanes_out = arm_out.driving(sout)
             xj, yj, hj = arm_out.into_pose()
             h1 = hj + math.pi
-            turn = _wrap(h1 - h0)
+            turn = wrap_angle(h1 - h0, math.pi)
             if abs(turn) < 1e-6:
                 pairs = list(zip(lanes_in, lanes_out))
             elif turn > 0:

@@ -17,6 +17,14 @@ import numpy as np
 _SPIRAL_STEP = 0.1
 
 
+def wrap_angle(angle, half_turn: float = 180.0):
+    """`angle` wrapped into [-half_turn, half_turn): degrees by default, radians with `half_turn=math.pi`.
+
+    The one angle wrap of the project's map and simulator layers (and above them): floats stay floats,
+    numpy arrays stay arrays."""
+    return (angle + half_turn) % (2.0 * half_turn) - half_turn
+
+
 @dataclass(frozen=True)
 class Cubic:
     """a + b*ds + c*ds^2 + d*ds^3 with ds = s - s0."""

@@ -17,6 +17,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from envs.maps.geometry import wrap_angle
 from envs.maps.opendrive import TRAFFIC_LIGHT_TYPE, Lane, LaneSection, MapError, OpenDrive, Road, Signal, parse
 
 _SAMPLE_STEP = 1.0  # metres between samples of lane polylines and of the locate index
@@ -104,7 +105,7 @@ class JunctionInfo:
 
 def _yaw(heading_rad: float | np.ndarray) -> np.ndarray:
     """OpenDRIVE heading (rad, counter-clockwise) to CARLA yaw (deg), wrapped to [-180, 180)."""
-    return (-np.degrees(heading_rad) + 180.0) % 360.0 - 180.0
+    return wrap_angle(-np.degrees(heading_rad))
 
 
 def _hull(points: np.ndarray) -> list[tuple[float, float]]:

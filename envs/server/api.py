@@ -2,7 +2,12 @@
 
 `Simulator` owns the current `World`, switches maps, and ticks. Methods marked `@call` are the bound RPC
 functions; `result` says how the value is wrapped: "value" as `Response<T>`, "void" as `Response<void>`, "raw" not at
-all (only `apply_batch`). Arguments arrive already stripped of the leading `Metadata`. Unsupported CARLA calls are not bound, so the client gets an error naming the call.
+all (only `apply_batch`). Arguments arrive already stripped of the leading `Metadata`.
+
+Nothing here answers without doing what the call means: a CARLA call that is not bound gets rpclib's error
+naming it (`transport.py`), and the bound calls this simulator cannot honour (`NOT_SERVED`) raise
+`world.not_served`, CARLA's error shape naming the call (the client raises RuntimeError). docs/server.md
+lists both; tests/server/test_served.py holds the doc to this table.
 """
 from __future__ import annotations
 
@@ -16,12 +21,21 @@ from envs import maps
 
 from . import protocol as pr
 from .blueprints import BLUEPRINTS
-from .world import CarlaError, World
+from .geometry import rotation_angles
+from .render.renderer import renderer_for
+from .world import CarlaError, World, not_served
 
 RpcFunction = Callable[..., object]
 REGISTRY: dict[str, tuple[str, str]] = {}  # rpc name -> (method name, result wrapping)
 
 GENERATED_MAP_NAME = "OpenDriveMap"
+ANY_LABEL = 255  # carla.CityObjectLabel.Any
+
+# Bound CARLA calls that are not served, and why: each raises `not_served` naming itself.
+NOT_SERVED = {
+    "get_names_of_all_objects": "the scenery's objects have no names, and no served call takes one",
+    "set_actor_enable_gravity": "bodies move kinematically in the ground plane; there is no gravity to switch",
+}
 
 
 def call(name: str | None = None, void: bool = False, raw: bool = False):
@@ -115,11 +129,11 @@ class Simulator:
 
     @call()
     def get_required_files(self, folder: str = "") -> list:
-        return []
+        return []  # served: the client needs no files (the map comes whole with get_map_data)
 
     @call()
     def query_lights_state(self, client: str = "") -> list:
-        return []
+        return []  # served: no street lights for carla.LightManager (the scenery's lamps are not lights)
 
     # ------------------------------------------------------------------------------------------- maps
     @call()
@@ -225,18 +239,21 @@ class Simulator:
 
     @call()
     def get_actor_bounding_box(self, actor_id: int) -> list:
-        actor = self.world.actors.get(int(actor_id))
-        if actor is None:
-            return pr.bounding_box_msg((0, 0, 0), (0, 0, 0))
-        return self.world.actor_msg(actor)[3]
+        return self.world.actor_msg(self.world.actor(int(actor_id)))[3]
 
     @call(name="get_all_level_BBs")
-    def get_all_level_bbs(self, label: int) -> list:
-        return []
+    def get_all_level_bbs(self, label: int = ANY_LABEL) -> list:
+        """The map's static scenery (buildings, trees, street lamps, traffic-light poles and heads: what the cameras
+        draw besides the ground and the actors) with `label` (`carla.CityObjectLabel`; 255 is Any), in the world
+        frame. The scene is built on first use (a few seconds for a town) and shared with the cameras."""
+        boxes = renderer_for(self.world.network, self.world.map_name).scene.boxes
+        labels = boxes.tag[:, 0]  # a scenery box has one label on all its faces
+        keep = np.flatnonzero(labels == int(label)) if int(label) != ANY_LABEL else range(len(labels))
+        return [pr.bounding_box_msg(boxes.center[i], boxes.extent[i], rotation_angles(boxes.rot[i])) for i in keep]
 
     @call()
-    def get_names_of_all_objects(self) -> list:
-        return []
+    def get_names_of_all_objects(self, *_) -> list:
+        raise not_served("get_names_of_all_objects", NOT_SERVED["get_names_of_all_objects"])
 
     @call(void=True)
     def set_actor_location(self, actor_id: int, location) -> None:
@@ -254,11 +271,14 @@ class Simulator:
 
     @call(void=True)
     def set_actor_target_angular_velocity(self, actor_id: int, velocity) -> None:
-        self.world.actor(int(actor_id)).angular_velocity = pr.vector3(velocity)
+        self.world.set_target_angular_velocity(self.world.actor(int(actor_id)), pr.vector3(velocity))
 
     @call(void=True)
     def enable_actor_constant_velocity(self, actor_id: int, velocity) -> None:
-        self.world.actor(int(actor_id)).constant_velocity = pr.vector3(velocity)
+        actor = self.world.actor(int(actor_id))
+        if actor.kind != "vehicle":  # as CARLA: only vehicles keep a constant velocity
+            raise CarlaError(f"enable_actor_constant_velocity: actor {actor.id} ({actor.blueprint.id}) is not a vehicle")
+        actor.constant_velocity = pr.vector3(velocity)
 
     @call(void=True)
     def disable_actor_constant_velocity(self, actor_id: int) -> None:
@@ -276,8 +296,8 @@ class Simulator:
         self.world.actor(int(actor_id)).collisions_enabled = bool(enabled)
 
     @call(void=True)
-    def set_actor_enable_gravity(self, actor_id: int, enabled: bool) -> None:
-        self.world.actor(int(actor_id))  # the embedded maps are flat: bodies always rest on the ground
+    def set_actor_enable_gravity(self, *_) -> None:
+        raise not_served("set_actor_enable_gravity", NOT_SERVED["set_actor_enable_gravity"])
 
     @call(void=True)
     def apply_control_to_vehicle(self, actor_id: int, control) -> None:
@@ -384,7 +404,7 @@ class Simulator:
             return actor.id
         name = BATCH_COMMANDS.get(index)
         if name is None:
-            raise CarlaError(f"apply_batch: command type {index} is not served by the slimdrive simulator")
+            raise not_served(f"apply_batch: command type {index}")
         actor_id = int(fields[0]) or future_actor
         getattr(self, name)(actor_id, *fields[1:])
         return actor_id

@@ -3,7 +3,7 @@
 Payload (LibCarla's ImageSerializer): the 48-byte sensor header (frame, timestamp, sensor transform), then
 packed `<IIf` {width, height, fov} and width*height*4 bytes BGRA. Depth uses CARLA's encoding
 `(R + G*256 + B*256^2) / (256^3 - 1) * 1000` m; semantic images carry the tag in R with G and B zero.
-The classes are registered in `sensors._MODELS` (import this module through `sensors`, which it subclasses).
+The classes are registered in `sensors._MODELS`; they subclass `sensor_model.SensorModel`.
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import numpy as np
 from .protocol import SENSOR_TYPE_ID
 from .render.raster import FAR, Intrinsics
 from .render.renderer import renderer_for
-from .sensors import SensorModel, number
+from .sensor_model import SensorModel, number
 
 IMAGE_HEADER = struct.Struct("<IIf")
 MAX_SIDE = 8192  # pixels; CARLA's cameras have no documented cap, this keeps one frame under 256 MiB

@@ -45,10 +45,6 @@ def relative_to(frame: np.ndarray, world: np.ndarray) -> np.ndarray:
     return np.array([*location, *angles])
 
 
-def wrap_degrees(angle: np.ndarray | float) -> np.ndarray | float:
-    return (np.asarray(angle) + 180.0) % 360.0 - 180.0
-
-
 def box_corners_2d(center: np.ndarray, extent_xy: np.ndarray, yaw_deg: np.ndarray) -> np.ndarray:
     """Corners (N, 4, 2) of oriented rectangles given centres (N, 2), half sizes (N, 2) and yaws (N,)."""
     yaw = np.radians(yaw_deg)

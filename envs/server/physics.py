@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from envs.maps.geometry import wrap_angle
+
 STEER_RATE = np.radians(360.0)  # front wheel angle rate limit (rad/s): full lock in about 0.1 s
 ROLLING_DECEL = 0.15  # m/s^2
 DRAG_PER_V2 = 3.5e-4  # 1/m: 0.5 * rho * Cd * A / m for a car
@@ -64,8 +66,7 @@ def step_vehicles(b: VehicleBatch, dt: float) -> tuple[np.ndarray, np.ndarray, n
     x = b.x + mean_speed * np.cos(heading) * dt
     y = b.y + mean_speed * np.sin(heading) * dt
     yaw = np.degrees(yaw_rad + yaw_rate * dt)
-    yaw = (yaw + 180.0) % 360.0 - 180.0
-    return x, y, yaw, speed, wheel
+    return x, y, wrap_angle(yaw), speed, wheel
 
 
 def walker_velocity(direction: np.ndarray, speed: np.ndarray, max_speed: np.ndarray) -> np.ndarray:

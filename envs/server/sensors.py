@@ -13,49 +13,14 @@ from typing import Callable
 import msgpack
 import numpy as np
 
+from .cameras import DepthCamera, RgbCamera, SemanticCamera
 from .geometry import rotation_matrix
 from .protocol import SENSOR_TYPE_ID
+from .sensor_model import SensorModel, number
 
 EARTH_RADIUS = 6378137.0  # m, as CARLA's geom::GeoLocation
 TMERC_SCALE = 0.9996  # k0 of the client's transverse Mercator
 GRAVITY = 9.81
-
-
-def number(attribute: Callable[[str, str], str], name: str, default: str) -> float:
-    """A numeric attribute; a ValueError naming the attribute and its value when it is not a finite number."""
-    text = attribute(name, default) or default
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not math.isfinite(value):
-        raise ValueError(f"attribute '{name}' = '{text}' is not a finite number")
-    return value
-
-
-class SensorModel:
-    """Base: honours `sensor_tick` (seconds between measurements; 0 means every tick).
-
-    Constructors check the attributes they read and raise ValueError naming the attribute, its value and
-    the allowed range; `World.spawn` builds the model before it registers the actor.
-    """
-
-    type_id = -1
-
-    def __init__(self, attribute: Callable[[str, str], str]):
-        self.period = number(attribute, "sensor_tick", "0.0")
-        if self.period < 0.0:
-            raise ValueError(f"attribute 'sensor_tick' = {self.period:g} is out of range: must be 0 or more seconds")
-        self._next_time = 0.0
-
-    def due(self, now: float) -> bool:
-        if now + 1e-9 < self._next_time:
-            return False
-        self._next_time = now + self.period
-        return True
-
-    def measure(self, world, actor, contacts, dt, header) -> list[bytes]:
-        raise NotImplementedError
 
 
 class CollisionSensor(SensorModel):
@@ -134,8 +99,6 @@ class ImuSensor(NoisySensor):
         body = [[float(v) for v in accel], [float(v) for v in gyro], compass]
         return [header(self.type_id) + msgpack.packb(body)]
 
-
-from .cameras import DepthCamera, RgbCamera, SemanticCamera  # noqa: E402 (they subclass SensorModel above)
 
 _MODELS = {
     "sensor.camera.rgb": RgbCamera,

@@ -18,7 +18,7 @@ import msgpack
 
 from .api import REGISTRY, Simulator
 from .protocol import WORLD_OBSERVER_STREAM, response, response_error, response_void
-from .world import CarlaError
+from .world import CarlaError, NotServed, not_served
 
 log = logging.getLogger("slimdrive.server")
 
@@ -101,7 +101,7 @@ class SimulatorServer:
         """Run one call; returns (rpclib error field, result)."""
         log.debug("call %s%r", name, params)
         if not isinstance(name, str) or name not in REGISTRY:
-            return f"rpc::rpc_error: function '{name}' is not served by the slimdrive simulator", None
+            return f"rpc::rpc_error: {not_served(f'function {name!r}')}", None
         method_name, wrapping = REGISTRY[name]
         void = wrapping == "void"
         args = list(params[1:]) if isinstance(params, list) and params else []  # drop Metadata
@@ -111,6 +111,8 @@ class SimulatorServer:
                 return None, value
             return None, (response_void() if void else response(value))
         except CarlaError as exc:
+            if isinstance(exc, NotServed):
+                log.warning("%s", exc)
             return None, response_error(str(exc), void)
         except (TypeError, ValueError, KeyError, IndexError) as exc:
             message = f"{name}: bad arguments ({exc})"

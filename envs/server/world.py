@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from envs.maps.geometry import wrap_angle
 from envs.maps.speed_limits import SpeedLimits
 
 from . import collision, physics
@@ -22,7 +23,8 @@ from .protocol import (
     SIM_STATE_MAP_CHANGE, SIM_STATE_NONE, WORLD_OBSERVER_STREAM, EpisodeSettings, Transform, VehicleControl,
     WalkerControl, Weather, bounding_box_msg, sensor_header, stream_token,
 )
-from .sensors import SensorModel, geo_reference, make_sensor_model
+from .sensor_model import SensorModel
+from .sensors import geo_reference, make_sensor_model
 from .traffic_lights import GREEN, LightGroup, TrafficLight
 
 GRAVITY = 9.81
@@ -34,6 +36,16 @@ _SENSOR_POOL = ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1), threa
 
 class CarlaError(Exception):
     """An error reported to the client as CARLA does (the client raises RuntimeError with this message)."""
+
+
+class NotServed(CarlaError):
+    """A CARLA call (or batch command) this simulator does not serve. The server also logs it: the client sends
+    some calls without waiting for their answer (`actor.set_enable_gravity`), so it never sees their error."""
+
+
+def not_served(call: str, why: str = "") -> NotServed:
+    """The error of a call this simulator does not serve, naming the call."""
+    return NotServed(f"{call} is not served by the slimdrive embedded simulator" + (f" ({why})" if why else ""))
 
 
 @dataclass(eq=False)
@@ -99,6 +111,7 @@ class World:
         self.light_groups: list[LightGroup] = []
         self._volumes = None  # cached traffic-light trigger boxes, see _trigger_volumes
         self._speed_limits: SpeedLimits | None = None  # painted on the first tick with vehicles
+        self._spins: dict[int, np.ndarray] = {}  # vehicle id -> target angular velocity (deg/s) for the next tick
         self.spectator = self._add(SPECTATOR, [], np.array([0.0, 0.0, 50.0, -60.0, 0.0, 0.0]))
         self.spectator.simulate_physics = False
         self._create_traffic_lights()
@@ -210,6 +223,13 @@ class World:
         if actor.kind == "vehicle":
             actor.speed = float(np.dot(velocity, rotation_matrix(*actor.transform[3:6])[:, 0]))
 
+    def set_target_angular_velocity(self, actor: Actor, angular_velocity: np.ndarray) -> None:
+        """As `set_target_velocity`: the next tick starts from it. A vehicle turns at this rate (yaw, deg/s)
+        through the next tick instead of the bicycle model's, and reports it; then its model takes over again."""
+        actor.angular_velocity = angular_velocity.astype(float)
+        if actor.kind == "vehicle":
+            self._spins[actor.id] = actor.angular_velocity.copy()
+
     def apply_vehicle_control(self, actor: Actor, control: VehicleControl) -> None:
         if actor.kind != "vehicle":
             raise CarlaError(f"actor {actor.id} ({actor.blueprint.id}) is not a vehicle")
@@ -260,6 +280,17 @@ class World:
 
     def _step_vehicles(self, dt: float) -> None:
         vehicles = self._movable("vehicle")
+        spins, self._spins = self._spins, {}
+        spinning = [(a, a.transform[4], spins[a.id]) for a in vehicles if a.id in spins] if spins else []
+        self._move_vehicles(vehicles, dt)
+        for actor, yaw, rate in spinning:  # a target angular velocity turns the vehicle through this tick
+            actor.transform[4] = wrap_angle(yaw + rate[2] * dt)
+            actor.angular_velocity = rate
+            if actor.constant_velocity is None:
+                heading = math.radians(actor.transform[4])
+                actor.velocity = np.array([actor.speed * math.cos(heading), actor.speed * math.sin(heading), 0.0])
+
+    def _move_vehicles(self, vehicles: list[Actor], dt: float) -> None:
         constant = [a for a in vehicles if a.constant_velocity is not None]
         for actor in constant:
             actor.velocity = rotation_matrix(*actor.transform[3:6]) @ actor.constant_velocity
@@ -283,7 +314,7 @@ class World:
             max_brake=arr([b.max_brake for b in bodies]), max_speed=arr([b.max_speed for b in bodies]),
         )
         x, y, yaw, speed, wheel = physics.step_vehicles(batch, dt)
-        yaw_rate = ((yaw - batch.yaw + 180.0) % 360.0 - 180.0) / dt
+        yaw_rate = wrap_angle(yaw - batch.yaw) / dt
         for i, actor in enumerate(driven):
             actor.transform[0], actor.transform[1], actor.transform[4] = x[i], y[i], yaw[i]
             actor.speed, actor.wheel_angle = float(speed[i]), float(wheel[i])

@@ -10,23 +10,10 @@ import textwrap
 import time
 
 import carla
-import msgpack
 import psutil
 import pytest
 
 from envs.server.launch import ping
-
-
-def _raw_call(server, name, *params):
-    """One msgpack-RPC request on a fresh connection; returns (error field, result)."""
-    with socket.create_connection((server.host, server.port), timeout=5.0) as conn:
-        conn.sendall(msgpack.packb([0, 7, name, [[False], *params]], use_bin_type=True))
-        unpacker = msgpack.Unpacker(raw=False)
-        while True:
-            unpacker.feed(conn.recv(1 << 20))
-            for reply in unpacker:
-                assert reply[:2] == [1, 7]
-                return reply[2], reply[3]
 
 
 def test_malformed_msgpack_closes_only_that_connection(server):
@@ -36,27 +23,27 @@ def test_malformed_msgpack_closes_only_that_connection(server):
     assert ping(server.host, server.port) == "0.9.16"
 
 
-def test_unknown_call_is_an_error_naming_the_call(server, client):
-    error, result = _raw_call(server, "no_such_function")
+def test_unknown_call_is_an_error_naming_the_call(server, client, raw_call):
+    error, result = raw_call("no_such_function")
     assert "no_such_function" in error and result is None
     vehicle_bp = client.get_world().get_blueprint_library().find("vehicle.tesla.model3")
     assert vehicle_bp is not None
     assert ping(server.host, server.port) == "0.9.16"
 
 
-def test_wrong_argument_types_get_a_carla_error_response(server):
-    error, result = _raw_call(server, "spawn_actor", "not a description", 42)
+def test_wrong_argument_types_get_a_carla_error_response(raw_call):
+    error, result = raw_call("spawn_actor", "not a description", 42)
     assert error is None
     assert result[0][0] == 0 and "spawn_actor" in result[0][1][0]
-    error, result = _raw_call(server, "set_weather_parameters", [1, 2])
+    error, result = raw_call("set_weather_parameters", [1, 2])
     assert result[0][0] is True and "set_weather_parameters" in result[0][1][0]
 
 
-def test_unknown_blueprint_and_actor_are_clear_errors(server, world):
+def test_unknown_blueprint_and_actor_are_clear_errors(world, raw_call):
     transform = [[0.0, 0.0, 0.5], [0.0, 0.0, 0.0]]
-    _, result = _raw_call(server, "spawn_actor", [0, "vehicle.nope", []], transform)
+    _, result = raw_call("spawn_actor", [0, "vehicle.nope", []], transform)
     assert result == [[0, ["unknown actor blueprint 'vehicle.nope'"]]]
-    _, result = _raw_call(server, "apply_control_to_vehicle", 987654, [0.5, 0.0, 0.0, False, False, False, 0])
+    _, result = raw_call("apply_control_to_vehicle", 987654, [0.5, 0.0, 0.0, False, False, False, 0])
     assert result[0][0] is True and "987654" in result[0][1][0]
     assert world.get_actor(987654) is None
 
