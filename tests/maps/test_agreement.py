@@ -6,9 +6,11 @@ import math
 
 import carla
 
+from envs.maps.geometry import wrap_angle
+
 
 def _yaw_diff(a: float, b: float) -> float:
-    return abs((a - b + 180.0) % 360.0 - 180.0)
+    return abs(wrap_angle(a - b))
 
 
 def test_waypoints_match_lane_pose_and_locate(shipped) -> None:

@@ -7,6 +7,7 @@ import math
 import carla
 
 from envs.maps import RoadNetwork
+from envs.maps.geometry import wrap_angle
 
 _XODR = """<?xml version="1.0"?>
 <OpenDRIVE><header revMajor="1" revMinor="5" name="general"><geoReference>+proj=tmerc</geoReference></header>
@@ -62,6 +63,6 @@ def test_general_features_match_client() -> None:
         where = f"lane {w.lane_id} s={w.s:.2f}"
         assert math.hypot(p.x - loc.x, p.y - loc.y) < 0.05, where
         assert abs(p.z - loc.z) < 0.05, where
-        assert abs((p.yaw - w.transform.rotation.yaw + 180) % 360 - 180) < 1.0, where
+        assert abs(wrap_angle(p.yaw - w.transform.rotation.yaw)) < 1.0, where
         hit = net.locate(loc.x, loc.y)
         assert hit is not None and (hit.road_id, hit.lane_id) == (w.road_id, w.lane_id), where

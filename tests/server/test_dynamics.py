@@ -8,6 +8,7 @@ import carla
 import numpy as np
 import pytest
 
+from envs.maps.geometry import wrap_angle
 from envs.server import physics
 from envs.server.blueprints import BY_ID
 
@@ -66,7 +67,7 @@ def test_steering_right_turns_clockwise_seen_from_above(world):
     car.apply_control(carla.VehicleControl(throttle=0.5, steer=0.5))
     for _ in range(30):
         world.tick()
-    turned = (car.get_transform().rotation.yaw - start.rotation.yaw + 180.0) % 360.0 - 180.0
+    turned = wrap_angle(car.get_transform().rotation.yaw - start.rotation.yaw)
     assert turned > 10.0
     assert car.get_angular_velocity().z > 0.0
 
@@ -84,7 +85,7 @@ def test_walker_control_moves_a_walker_at_its_speed(world):
     moved = walker.get_location() - origin
     assert math.hypot(moved.x, moved.y) == pytest.approx(1.5 * 2.0, rel=1e-3)
     assert walker.get_velocity().length() == pytest.approx(1.5, rel=1e-3)
-    turned = (walker.get_transform().rotation.yaw - start.rotation.yaw + 180.0) % 360.0 - 180.0
+    turned = wrap_angle(walker.get_transform().rotation.yaw - start.rotation.yaw)
     assert turned == pytest.approx(0.0, abs=0.1), "a walker faces where it walks"
 
 
