@@ -19,14 +19,14 @@ CONF_DIR = Path(__file__).resolve().parent / "conf"
 # subcommand words -> (config name under conf/, "module:function" taking the composed DictConfig)
 COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("server",): ("server", "envs.server.__main__:run"),
-    ("bench", "server"): ("bench/server", "envs.server.bench:run"),
+    ("bench", "server"): ("bench/server", "bench.server:run"),
     ("bench", "policy"): ("bench/policy", "agent.bench:run"),
     ("scenario", "validate"): ("scenario/validate", "scenarios.cli:validate"),
     ("scenario", "preview"): ("scenario/preview", "evaluation.preview:run"),
     ("eval",): ("eval", "evaluation.evaluate:run"),
     ("render",): ("render", "envs.render_cli:run"),
-    ("bench", "sim"): ("bench/sim", "envs.bench_sim:run"),
-    ("bench", "env"): ("bench/env", "envs.bench_env:run"),
+    ("bench", "sim"): ("bench/sim", "bench.sim:run"),
+    ("bench", "env"): ("bench/env", "bench.env:run"),
 }
 
 
