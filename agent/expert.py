@@ -37,7 +37,7 @@ class Plan:
 
     waypoints: np.ndarray  # (PLAN_WAYPOINTS, 2) metres in the ego frame (x forward, y right), along its path
     target_speed: float  # m/s it wants to drive now
-    brake: bool  # it slows down for a hazard or a light (not merely to keep the speed limit)
+    brake: bool  # it slows down for a hazard or a light, or is held still by one (not for the speed limit)
     hazard_kind: str  # "" / "vehicle" / "walker" / "static" / "red_light" / "yellow_light"
     hazard_actor: int  # the hazard's actor id (the light's for a light), -1 for none
     light_state: str  # the state of the next light on its path: "Red", "Yellow", "Green" or ""
@@ -139,7 +139,8 @@ class Expert:
         if accel < -self.idm.comfort_decel:  # an emergency: brake as hard as asked, at once
             throttle, brake = 0.0, float(np.clip(-accel / 8.0, brake, 1.0))
         steer = pure_pursuit(x, y, transform.rotation.yaw, speed, path, 1.2 * ego_len)
-        slowing = bool(hazard_kind) and accel < min(free, 0.0) + 1e-6
+        # braking for the hazard: decelerating because of it, or held (nearly) still by it, e.g. at a red light
+        slowing = bool(hazard_kind) and (accel < -0.5 or wanted < 1.0)
         self.plan = Plan(self._ego_frame_path(path, path_s, x, y, transform.rotation.yaw), wanted, slowing,
                          hazard_kind if slowing else "", hazard_actor if slowing else -1,
                          str(light.state) if light is not None else "")
