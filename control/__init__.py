@@ -7,7 +7,8 @@ baseline and the scenarios' own vehicles, so that all of them drive alike.
 * `IDM`: the Intelligent Driver Model's acceleration for a desired speed and a gap;
 * `PathFollower`: the two together for a path given in the vehicle's own frame (a policy's waypoints).
 
-Pure numpy and math: this package sits at the bottom of the layers and imports nothing of slimdrive.
+Pure numpy and math, plus the project's one angle wrap (`envs.maps.geometry.wrap_angle`): this package sits
+just above the simulator and maps in the layers (docs/architecture.md) and imports nothing else of slimdrive.
 Angles: CARLA's world frame (x forward, y right in the ego frame; yaw in degrees, clockwise seen from above).
 """
 from __future__ import annotations
@@ -17,14 +18,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from envs.maps.geometry import wrap_angle
+
 MAX_STEER_DEG = 38.0  # the embedded cars' wheel lock; on CARLA the pursuit loop absorbs a different one
 LOOKAHEAD_MIN_M, LOOKAHEAD_PER_MPS = 4.0, 0.6
 WHEELBASE_M = 2.9  # a mid-size car's; pursuit is insensitive to it within a few decimetres
-
-
-def wrap_radians(angle: float) -> float:
-    """`angle` in [-pi, pi)."""
-    return (angle + math.pi) % (2.0 * math.pi) - math.pi
 
 
 def pure_pursuit(x: float, y: float, yaw_deg: float, speed: float, path: np.ndarray, wheelbase: float) -> float:
@@ -33,7 +31,7 @@ def pure_pursuit(x: float, y: float, yaw_deg: float, speed: float, path: np.ndar
     distance = np.hypot(path[:, 0] - x, path[:, 1] - y)
     ahead = np.flatnonzero(distance >= lookahead)
     tx, ty = path[ahead[0]] if len(ahead) else path[-1]
-    alpha = wrap_radians(math.atan2(ty - y, tx - x) - math.radians(yaw_deg))
+    alpha = wrap_angle(math.atan2(ty - y, tx - x) - math.radians(yaw_deg), math.pi)
     ld = max(math.hypot(tx - x, ty - y), 1e-3)
     wheel = math.atan2(2.0 * wheelbase * math.sin(alpha), ld)
     return float(np.clip(wheel / math.radians(MAX_STEER_DEG), -1.0, 1.0))

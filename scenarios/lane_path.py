@@ -4,14 +4,13 @@ chosen turn at junctions, smooth lane changes). The vehicle follows it with the 
 from __future__ import annotations
 
 import math
+
 import carla
 import numpy as np
 
+from envs.maps.geometry import wrap_angle
+
 PATH_STEP_M = 1.0
-
-
-def _yaw_delta(a: float, b: float) -> float:
-    return (b - a + 180.0) % 360.0 - 180.0
 
 
 class LanePath:
@@ -31,7 +30,7 @@ class LanePath:
 
         def turn_of(w: carla.Waypoint) -> float:  # heading change 12 m into the option (CARLA: right is +)
             ahead = w.next(12.0)
-            return _yaw_delta(yaw, (ahead[0] if ahead else w).transform.rotation.yaw)
+            return wrap_angle((ahead[0] if ahead else w).transform.rotation.yaw - yaw)
         if self.turn == "left":
             return min(options, key=turn_of)
         if self.turn == "right":

@@ -15,6 +15,8 @@ from enum import IntEnum
 import carla
 import numpy as np
 
+from envs.maps.geometry import wrap_angle
+
 TURN_THRESHOLD_DEG = 35.0  # heading change across a junction above which a connection is a turn
 COMMAND_LOOKAHEAD_M = 15.0  # a turn's command is announced this far before the junction
 
@@ -167,7 +169,7 @@ class LaneGraph:
 
     @staticmethod
     def _option(entry: carla.Waypoint, exit_: carla.Waypoint) -> RoadOption:
-        turn = (exit_.transform.rotation.yaw - entry.transform.rotation.yaw + 180.0) % 360.0 - 180.0
+        turn = wrap_angle(exit_.transform.rotation.yaw - entry.transform.rotation.yaw)
         if abs(turn) < TURN_THRESHOLD_DEG:
             return RoadOption.STRAIGHT
         return RoadOption.RIGHT if turn > 0 else RoadOption.LEFT  # CARLA's yaw grows clockwise

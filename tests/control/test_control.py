@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from control import IDM, PathFollower
+from control import IDM, PathFollower, pure_pursuit
 
 
 def test_path_follower_steers_towards_the_path_and_brakes_for_a_stop() -> None:
@@ -24,3 +24,15 @@ def test_path_follower_steers_towards_the_path_and_brakes_for_a_stop() -> None:
 def test_idm_brakes_harder_for_a_closer_gap() -> None:
     idm = IDM()
     assert idm.accel(10.0, 10.0, gap=10.0) < idm.accel(10.0, 10.0, gap=40.0) < 0.0 < idm.accel(5.0, 10.0)
+
+
+def test_pure_pursuit_steers_the_short_way_across_the_half_turn() -> None:
+    """Heading 179 deg, a path bending to the car's right (its bearings cross the +-180 deg seam): a small
+    right turn; the mirrored path, a small left one."""
+    yaw = np.radians(179.0)
+    along = np.arange(1.0, 30.0)[:, None] * np.array([np.cos(yaw), np.sin(yaw)])
+    right = np.array([-np.sin(yaw), np.cos(yaw)])  # CARLA's y points right
+    path = along + 0.05 * np.arange(1.0, 30.0)[:, None] ** 1.5 * right
+    steer = pure_pursuit(0.0, 0.0, 179.0, 5.0, path, wheelbase=2.9)
+    assert 0.0 < steer < 0.5
+    assert -0.5 < pure_pursuit(0.0, 0.0, 179.0, 5.0, along - (path - along), wheelbase=2.9) < 0.0

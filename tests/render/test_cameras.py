@@ -6,6 +6,7 @@ import math
 import numpy as np
 import pytest
 
+from envs.maps.geometry import wrap_angle
 from envs.rig import load_rig
 
 from render_helpers import SEMANTIC_CAR, SEMANTIC_PEDESTRIAN, SEMANTIC_ROAD, SEMANTIC_TRUCK, depth_metres, focal, semantic
@@ -88,8 +89,7 @@ def test_object_behind_shows_only_in_rear_facing_cameras(stage):
         assert (rear.min() > w / 2) if right < 0 else (rear.max() < w / 2), rear
         assert counts[near] > 200 and counts[far] == 0, (right, counts)
         mount = mounts[near]
-        bearing = math.degrees(math.atan2(right - mount.y, -14.0 - mount.x)) - mount.yaw
-        bearing = (bearing + 180.0) % 360.0 - 180.0
+        bearing = wrap_angle(math.degrees(math.atan2(right - mount.y, -14.0 - mount.x)) - mount.yaw)
         expected = w / 2 - 0.5 + focal(w, mount.fov) * math.tan(math.radians(bearing))
         columns = _columns(seen[near])
         assert columns.min() <= expected <= columns.max(), \
