@@ -33,7 +33,7 @@ from scenarios.behaviours import ActorRunner
 from scenarios.compile import default_timeout_s
 from scenarios.criteria import ENDS_ROUTE, EpisodeCriteria, Infraction
 from scenarios.metrics import infraction_penalty
-from scenarios.route import Route, route_from_length
+from scenarios.route import RoadOption, Route, route_from_length
 
 from .birdseye import birdseye_view, mosaic
 from .budget import validate_action
@@ -110,11 +110,18 @@ def env_config(cfg: DictConfig | dict | None = None, **overrides: Any) -> DictCo
 
 
 class DrivingEnv(gym.Env):
+    """`render_mode="rgb_array"` makes `render()` return the latest cameras in a mosaic beside a bird's-eye view
+    (an RGB uint8 array); with the default `None`, as in Gymnasium, nothing is rendered."""
+
     metadata = {"render_modes": ["rgb_array"], "render_fps": 20}
 
-    def __init__(self, cfg: DictConfig | dict | None = None, render_mode: str | None = "rgb_array", **overrides: Any):
+    def __init__(self, cfg: DictConfig | dict | None = None, render_mode: str | None = None, **overrides: Any):
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(f"DrivingEnv: render_mode {render_mode!r} is not one of "
+                             f"{self.metadata['render_modes']} (or None)")
         self.cfg = env_config(cfg, **overrides)
         self.render_mode = render_mode
+        self.metadata = {**self.metadata, "render_fps": round(1.0 / float(self.cfg.fixed_delta_seconds))}
         self.fixed_delta_seconds = float(self.cfg.fixed_delta_seconds)
         # Read once: a DictConfig lookup costs tens of microseconds, and every step needs these.
         self._progress_weight = float(self.cfg.reward.progress)
@@ -127,7 +134,8 @@ class DrivingEnv(gym.Env):
             "cameras": spaces.Box(0, 255, (n, h, w, 3), np.uint8),
             "speed": spaces.Box(0.0, 100.0, (1,), np.float32),
             "target_point": spaces.Box(-200.0, 200.0, (2,), np.float32),
-            "command": spaces.Discrete(8, start=-1),  # RoadOption, VOID=-1 .. CHANGELANERIGHT=6
+            # the route's RoadOption: LEFT 1, RIGHT 2, STRAIGHT 3, LANEFOLLOW 4, CHANGELANELEFT 5, CHANGELANERIGHT 6
+            "command": spaces.Discrete(len(RoadOption), start=int(min(RoadOption))),
         })
         self.action_space = spaces.Box(np.array([-1.0, 0.0, 0.0], np.float32), np.array([1.0, 1.0, 1.0], np.float32))
         self._server: ServerProcess | None = None
@@ -371,9 +379,13 @@ class DrivingEnv(gym.Env):
         }
 
     # ----------------------------------------------------------------------------------------- render
-    def render(self) -> np.ndarray:
-        """The latest observation's images in a mosaic (two rows) beside a bird's-eye view of the ego's
-        surroundings; after a simulator failure the bird's-eye panel is blank (that world is gone)."""
+    def render(self) -> np.ndarray | None:
+        """`rgb_array`: the latest observation's images in a mosaic (two rows) beside a bird's-eye view of the
+        ego's surroundings; after a simulator failure the bird's-eye panel is blank (that world is gone).
+        Without a render mode: None, with Gymnasium's warning."""
+        if self.render_mode is None:
+            gym.logger.warn("DrivingEnv.render() without a render mode: make the env with render_mode='rgb_array'")
+            return None
         if self._last_obs is None:
             raise gym.error.ResetNeeded("DrivingEnv.render: nothing to show before the first reset()")
         cameras = self._last_obs["cameras"]

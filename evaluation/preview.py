@@ -30,7 +30,7 @@ class Video(Observer):
         self.frame = cv2.cvtColor(env.render(), cv2.COLOR_RGB2BGR)
         if self.writer is None:
             self.writer = cv2.VideoWriter(str(self.stem.with_suffix(".mp4")), cv2.VideoWriter_fourcc(*"mp4v"),
-                                          20.0, (self.frame.shape[1], self.frame.shape[0]))
+                                          env.metadata["render_fps"], (self.frame.shape[1], self.frame.shape[0]))
         self.writer.write(self.frame)
         if not self.picture and self.trigger_frame() is not None:
             cv2.imwrite(str(self.stem.with_suffix(".png")), self.frame)
@@ -56,7 +56,7 @@ def run(cfg: DictConfig) -> int:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     stem = out / f"{spec.scenario.name}-{cfg.seed}"
-    env = DrivingEnv(cfg.env)
+    env = DrivingEnv(cfg.env, render_mode="rgb_array")
     agent = make_agent(str(cfg.agent), env, cfg)
     budget = ComputeBudget(BudgetConfig.from_cfg(cfg.budget), env.fixed_delta_seconds)
     budget.check(agent.footprint())

@@ -249,15 +249,3 @@ class EpisodeCriteria:
         if self._sensor.is_alive:
             self._sensor.stop()
             self._sensor.destroy()
-
-    def summary(self) -> dict:
-        return {
-            "route_completion": round(self.route_completion, 3),
-            "route_length_m": round(self.route.length, 2),
-            "distance_driven_m": round(self.distance_driven, 2),
-            "outside_lanes_pct": round(self.outside_lanes_pct, 3),
-            "min_speed_pct_per_quarter": [round(p, 2) for p in self.min_speed_pct_per_quarter],
-            "done": self.done,
-            "infractions": [i.to_dict() for i in self.infractions],
-        }
-

@@ -22,9 +22,12 @@ COMMAND_LOOKAHEAD_M = 15.0  # a turn's command is announced this far before the 
 
 
 class RoadOption(IntEnum):
-    """Navigation commands, numbered as in CARLA's agents and the CIL literature."""
+    """Navigation commands, numbered as CARLA's agents number them (`RoadOption` in
+    `PythonAPI/carla/agents/navigation/local_planner.py`) and the CIL literature after them, less CARLA's
+    VOID (-1), which no route point carries. The planner announces LEFT, RIGHT or STRAIGHT before a junction
+    and LANEFOLLOW elsewhere; lane changes are left to the driver, so CHANGELANELEFT/RIGHT keep their numbers
+    for recorded data and the policy's command embedding but are not emitted by this planner."""
 
-    VOID = -1
     LEFT = 1
     RIGHT = 2
     STRAIGHT = 3
@@ -92,7 +95,7 @@ class Route:
         """The next turn command within `lookahead` metres, else LANEFOLLOW."""
         first, last = self.index_at(s), self.index_at(s + lookahead)
         for option in self.options[first:last + 1]:
-            if option not in (RoadOption.LANEFOLLOW, RoadOption.VOID):
+            if option != RoadOption.LANEFOLLOW:
                 return option
         return RoadOption.LANEFOLLOW
 

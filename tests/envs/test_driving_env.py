@@ -5,6 +5,7 @@ import os
 import queue
 import re
 import signal
+import warnings
 
 import carla
 import gymnasium as gym
@@ -19,6 +20,7 @@ from envs.driving_env import DrivingEnv, ScenarioFailed, ServerDied
 from envs.server.launch import launch
 from scenarios.compile import load_scenario
 from scenarios.engine import ScenarioRun
+from scenarios.route import RoadOption
 
 SMALL = dict(rig="front1", image_size_x=64, image_size_y=32)
 
@@ -32,13 +34,33 @@ def env():
 
 @pytest.mark.filterwarnings("ignore:.*is different from the unwrapped version")
 def test_check_env_passes_with_the_eight_camera_rig():
-    environment = gym.make("slimdrive/Drive-v0", image_size_x=64, image_size_y=32)
+    environment = gym.make("slimdrive/Drive-v0", render_mode="rgb_array", image_size_x=64, image_size_y=32)
     try:
-        check_env(environment.unwrapped, skip_render_check=False)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # the checker's warnings (spaces, determinism, render) are failures
+            check_env(environment.unwrapped, skip_render_check=False)
         obs, _ = environment.reset(seed=1)
         assert obs["cameras"].shape == (8, 32, 64, 3) and obs["cameras"].dtype == np.uint8
+        picture = environment.render()
+        assert picture.dtype == np.uint8 and picture.ndim == 3 and picture.shape[2] == 3
+        assert environment.metadata["render_fps"] == 20
     finally:
         environment.close()
+
+
+def test_command_space_is_exactly_the_route_commands():
+    """CARLA's RoadOption LEFT 1 .. CHANGELANERIGHT 6: what the route announces and what the policy embeds."""
+    space = DrivingEnv(**SMALL).observation_space["command"]
+    assert [int(c) for c in range(space.start, space.start + space.n)] == [int(o) for o in RoadOption] == \
+        list(range(1, 7))
+    assert not space.contains(0) and not space.contains(-1) and not space.contains(7)
+
+
+def test_render_mode_is_checked_and_none_renders_nothing():
+    with pytest.raises(ValueError, match="render_mode 'human'"):
+        DrivingEnv(**SMALL, render_mode="human")
+    with pytest.warns(UserWarning, match="without a render mode"):
+        assert DrivingEnv(**SMALL).render() is None
 
 
 def _drive(environment, seed: int, steps: int = 30):
@@ -118,7 +140,7 @@ def test_observation_follows_the_route(env):
 
 
 def test_killing_the_server_mid_episode_fails_the_episode_and_the_next_reset_works():
-    env = DrivingEnv(**SMALL, **{"server.timeout_s": 6.0})
+    env = DrivingEnv(**SMALL, render_mode="rgb_array", **{"server.timeout_s": 6.0})
     try:
         env.reset(seed=5)
         _, _, _, _, healthy = env.step(env.action_space.sample())
