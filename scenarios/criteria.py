@@ -1,6 +1,7 @@
 """Leaderboard 2.0 infraction criteria, computed from the client side each tick.
 
-Constants follow ScenarioRunner's `atomic_criteria.py` as summarised in shared/docs/field-facts.md:
+Constants follow ScenarioRunner's criteria (github.com/carla-simulator/scenario_runner,
+`srunner/scenariomanager/scenarioatomics/atomic_criteria.py`):
 collisions are deduplicated per other actor within 5 s and 5 m and not counted below 0.1 m/s ego speed; a
 red light counts when the ego enters the junction past a red light whose trigger volume it was in; the
 route ends on completion (> 99 % and within 10 m of the goal), on a deviation of more than 30 m, when

@@ -1,6 +1,7 @@
 """Scores: CARLA Leaderboard 2.0 driving score, Bench2Drive success and comfort, minimum time-to-collision.
 
-Leaderboard 2.0 (`leaderboard/utils/statistics_manager.py`, see shared/docs/field-facts.md):
+Leaderboard 2.0 (github.com/carla-simulator/leaderboard, branch leaderboard-2.0,
+`leaderboard/utils/statistics_manager.py`):
     driving score = route completion (0-100) x infraction penalty
     penalty = prod(coefficient per infraction)       pedestrian 0.50, vehicle 0.60, static 0.65, red light
                                                      0.70, stop 0.80, scenario timeout 0.70, yield 0.70
@@ -20,8 +21,9 @@ from .criteria import PENALTY
 
 SCORING_VERSION = "leaderboard-2.0"
 MIN_SPEED_WEIGHT = 0.3
-# Bench2Drive comfort bounds (field-facts): longitudinal accel, lateral accel, jerk, longitudinal jerk,
-# yaw acceleration, yaw rate; a 20-step window is comfortable when every sample keeps within all of them.
+# Bench2Drive comfort bounds (github.com/Thinklab-SJTU/Bench2Drive, `tools/efficiency_smoothness_benchmark.py`):
+# longitudinal accel, lateral accel, jerk, longitudinal jerk, yaw acceleration, yaw rate, after a Savitzky-Golay
+# filter (window 7, order 2); a 20-step window is comfortable when every sample keeps within all of them.
 COMFORT_BOUNDS = {"lon_accel": (-4.05, 2.40), "lat_accel": (-4.89, 4.89), "jerk": (-8.37, 8.37),
                   "lon_jerk": (-4.13, 4.13), "yaw_accel": (-1.93, 1.93), "yaw_rate": (-0.95, 0.95)}
 COMFORT_WINDOW = 20

@@ -1,8 +1,10 @@
 """CARLA 0.9.16 wire encodings: msgpack-RPC structs and the packed binary stream payloads.
 
-Everything here mirrors LibCarla's `MSGPACK_DEFINE_ARRAY` field orders and `#pragma pack(1)` layouts
-(see shared/docs/carla-wire-protocol.md). The stock `carla` client is the judge: each layout is covered by a
-test that drives the real client against the server.
+Everything here mirrors LibCarla's `MSGPACK_DEFINE_ARRAY` field orders and `#pragma pack(1)` layouts, as read
+from CARLA 0.9.16's source (github.com/carla-simulator/carla: `LibCarla/source/carla/rpc/*.h` for the RPC
+structs, `LibCarla/source/carla/sensor/s11n/*Serializer.h` for the sensor payloads,
+`LibCarla/source/carla/streaming/detail/Token.h` for the stream token) over rpclib's msgpack-RPC. The stock
+`carla` client is the judge: each layout is covered by a test that drives the real client against the server.
 """
 from __future__ import annotations
 
