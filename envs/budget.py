@@ -25,6 +25,8 @@ from typing import Any, Callable, Mapping, Protocol
 import gymnasium as gym
 import numpy as np
 
+from .config import typed_config
+
 
 @dataclass(frozen=True)
 class Footprint:
@@ -88,18 +90,20 @@ class BudgetConfig:
     latency: str = "measured"  # "measured" with a monotonic clock, or "profile" (reproducible)
     device: DeviceProfile | None = None
 
+    def __post_init__(self) -> None:
+        if self.fallback not in ("hold", "brake"):
+            raise ValueError(f"budget.fallback must be 'hold' or 'brake', got {self.fallback!r}")
+        if self.latency not in ("measured", "profile"):
+            raise ValueError(f"budget.latency must be 'measured' or 'profile', got {self.latency!r}")
+        if self.latency == "profile" and self.device is None:
+            raise ValueError("budget.latency=profile needs budget.device (name, ops_per_second, overhead_ms)")
+
     @classmethod
     def from_cfg(cls, cfg: Mapping[str, Any]) -> "BudgetConfig":
+        """From a `conf/budget/*.yaml` node (or a plain mapping)."""
         device = cfg.get("device")
-        config = cls(float(cfg["deadline_ms"]), float(cfg["weight_cap_mb"]), str(cfg["fallback"]),
-                     str(cfg["latency"]), DeviceProfile(**dict(device)) if device else None)
-        if config.fallback not in ("hold", "brake"):
-            raise ValueError(f"budget.fallback must be 'hold' or 'brake', got {config.fallback!r}")
-        if config.latency not in ("measured", "profile"):
-            raise ValueError(f"budget.latency must be 'measured' or 'profile', got {config.latency!r}")
-        if config.latency == "profile" and config.device is None:
-            raise ValueError("budget.latency=profile needs budget.device (name, ops_per_second, overhead_ms)")
-        return config
+        device = typed_config(DeviceProfile, device, "budget.device") if device else None
+        return typed_config(cls, {**cfg, "device": device}, "budget")
 
 
 @dataclass

@@ -27,7 +27,7 @@ import carla
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from scenarios.behaviours import ActorRunner
 from scenarios.compile import default_timeout_s
@@ -37,10 +37,11 @@ from scenarios.route import RoadOption, Route, route_from_length
 
 from .birdseye import birdseye_view, mosaic
 from .budget import validate_action
+from .config import load_conf
 from .rig import Rig, RigSensors, load_rig, spawn_rig
 from .server.launch import ServerProcess, ServerStartError, launch, ping
 
-DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "conf" / "env" / "default.yaml"
+DEFAULT_CONFIG = "env/default.yaml"  # under conf/
 SPAWN_LIFT_M = 0.3  # spawn slightly above the road, as CARLA's spawn points do
 COLLISION_KINDS = ("collisions_pedestrian", "collisions_vehicle", "collisions_layout")
 
@@ -102,11 +103,7 @@ class Privileged:
 
 def env_config(cfg: DictConfig | dict | None = None, **overrides: Any) -> DictConfig:
     """`conf/env/default.yaml` merged with `cfg` and keyword overrides (dotted keys allowed)."""
-    merged = OmegaConf.load(DEFAULT_CONFIG)
-    if cfg is not None:
-        merged = OmegaConf.merge(merged, cfg)
-    dotted = [f"{key}={value if value is not None else 'null'}" for key, value in overrides.items()]
-    return OmegaConf.merge(merged, OmegaConf.from_dotlist(dotted))
+    return load_conf(DEFAULT_CONFIG, cfg, **overrides)
 
 
 class DrivingEnv(gym.Env):

@@ -17,7 +17,9 @@ from typing import Any, Mapping
 
 import numpy as np
 
-RIG_DIR = Path(__file__).resolve().parents[1] / "conf" / "rig"
+from .config import CONF_DIR, load_conf
+
+RIG_DIR = CONF_DIR / "rig"
 MAX_MOUNT_DISTANCE = 3.0  # m from the vehicle origin, CARLA leaderboard's sensor rule
 CAMERA_TYPES = ("sensor.camera.rgb", "sensor.camera.depth", "sensor.camera.semantic_segmentation")
 
@@ -83,13 +85,11 @@ def rig_from_config(cfg: Mapping[str, Any], source: str = "rig config", **overri
 
 def load_rig(name: str, **overrides: Any) -> Rig:
     """The rig `conf/rig/<name>.yaml` (or a path to a yaml file), e.g. `load_rig("tesla8", image_size_x=512)`."""
-    from omegaconf import OmegaConf
-
     path = Path(name) if name.endswith((".yaml", ".yml")) else RIG_DIR / f"{name}.yaml"
     if not path.is_file():
         known = ", ".join(sorted(p.stem for p in RIG_DIR.glob("*.yaml")))
         raise RigError(f"unknown rig '{name}': expected one of {known} or the path of a yaml file")
-    return rig_from_config(OmegaConf.to_container(OmegaConf.load(path)), str(path), **overrides)
+    return rig_from_config(load_conf(path.resolve()), str(path), **overrides)
 
 
 def bgra_array(image) -> np.ndarray:

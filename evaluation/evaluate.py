@@ -82,12 +82,10 @@ def print_table(results: dict) -> None:
 
 def run(cfg: DictConfig) -> int:
     try:
-        suite, episodes = load_suite(str(cfg.suite))
+        suite, episodes = load_suite(str(cfg.suite), cfg.limit)
     except ScenarioError as exc:
         print(f"slimdrive eval: {exc}")
         return 2
-    if cfg.limit:
-        episodes = episodes[: int(cfg.limit)]
     out = Path(cfg.out or f"runs/eval/{suite}-{Path(str(cfg.agent)).stem}")
     out.mkdir(parents=True, exist_ok=True)
     log = out / "episodes.jsonl"

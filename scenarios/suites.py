@@ -51,8 +51,9 @@ def suite_path(name_or_path: str) -> Path:
     return path if path.suffix in (".yaml", ".yml") else SUITES_DIR / f"{name_or_path}.yaml"
 
 
-def load_suite(name_or_path: str) -> tuple[str, list[Episode]]:
-    """(suite name, its episodes in order); every scenario is validated first, errors name the file."""
+def load_suite(name_or_path: str, limit: int | None = None) -> tuple[str, list[Episode]]:
+    """(suite name, its episodes in order, only the first `limit` when given); every scenario is validated
+    first, errors name the file."""
     path = suite_path(name_or_path)
     source = load_source(path)
     try:
@@ -72,4 +73,4 @@ def load_suite(name_or_path: str) -> tuple[str, list[Episode]]:
                                     f"episode {episode.key} appears twice", "give each episode its own seed")
             seen.add(episode.key)
             episodes.append(episode)
-    return suite.name, episodes
+    return suite.name, episodes[: int(limit)] if limit else episodes

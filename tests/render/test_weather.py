@@ -3,12 +3,11 @@ from __future__ import annotations
 
 import carla
 import numpy as np
-from omegaconf import OmegaConf
 
+from envs.config import load_conf
 from envs.render_cli import render
 from envs.server.launch import launch
 from scenarios.compile import weather_preset
-from slimdrive import CONF_DIR
 
 from render_helpers import depth_metres
 
@@ -46,9 +45,8 @@ def test_night_is_darker_than_noon(stage):
 
 
 def test_same_seed_renders_the_same_bytes():
-    cfg = OmegaConf.load(CONF_DIR / "render.yaml")  # not the working directory's conf/
-    cfg.rig = OmegaConf.load(CONF_DIR / "rig" / "tesla8.yaml")
-    cfg.update({"weather": "HardRainNoon", "seed": 7, "pose": 3, "vehicles": 6, "walkers": 6})
+    cfg = load_conf("render.yaml", {"rig": load_conf("rig/tesla8.yaml"), "weather": "HardRainNoon", "seed": 7,
+                                    "pose": 3, "vehicles": 6, "walkers": 6})
     cfg.bev.size = 128
     pictures = []
     for _ in range(2):
