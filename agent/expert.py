@@ -16,8 +16,9 @@ whether and why it brakes: the hazard actor and kind, the state of the light ahe
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import carla
 import numpy as np
@@ -63,10 +64,11 @@ class ExpertConfig:
     idm_min_gap_m: float = 3.0
 
     @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> "ExpertConfig":
+    def from_dict(cls, values: Mapping[str, Any]) -> ExpertConfig:
         unknown = set(values) - set(cls.__dataclass_fields__)
         if unknown:
-            raise ValueError(f"expert config: unknown keys {sorted(unknown)}; known: {sorted(cls.__dataclass_fields__)}")
+            known = sorted(cls.__dataclass_fields__)
+            raise ValueError(f"expert config: unknown keys {sorted(unknown)}; known: {known}")
         return cls(**dict(values))
 
 
@@ -239,7 +241,7 @@ class Expert:
             return
         lo, hi = self._s + gap - self.cfg.clear_behind_m, self._s + gap + self.cfg.clear_ahead_m
         width = left.lane_width
-        for other_id, (half_len, half_width, kind) in self._bodies.items():
+        for other_id, (_half_len, half_width, _kind) in self._bodies.items():
             if other_id in (ego_id, actor_id):
                 continue
             other = snapshot.find(other_id)

@@ -180,7 +180,8 @@ def save_state(folder: Path, net: DrivingNet, optimizer: torch.optim.Optimizer, 
     tensors = {"rng.torch": torch.get_rng_state()}
     for param_id, param_state in optimizer.state_dict()["state"].items():
         for key, value in param_state.items():  # a 0-d tensor (Adam's step) is stored with shape (1,)
-            tensors[f"adam.{param_id}.{key}"] = value.detach().reshape(-1).clone() if value.ndim == 0 else value.detach().clone()
+            tensor = value.detach().clone()
+            tensors[f"adam.{param_id}.{key}"] = tensor.reshape(-1) if tensor.ndim == 0 else tensor
     save_file(tensors, tmp / "optimizer.safetensors")
     state = {**state, "version": STATE_VERSION, "optimizer_sha256": _sha256(tmp / "optimizer.safetensors"),
              "param_groups": [{k: v for k, v in g.items() if k != "params"}

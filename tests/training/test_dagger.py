@@ -27,7 +27,7 @@ def test_one_round_adds_expert_labelled_states_and_retrains(short_dataset, short
     round_data = out / "round-1" / "data"
     entries = read_manifest(round_data).entries
     assert len(entries) == 2
-    for key, entry in entries.items():
+    for entry in entries.values():
         table = pq.read_table(round_data / entry["file"], columns=["control", "expert"])
         metadata = pq.read_schema(round_data / entry["file"]).metadata
         assert b"policy.safetensors" in metadata[b"slimdrive.episode"], "the policy drove"
