@@ -32,7 +32,6 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("dataset", "info"): ("dataset/info", "training.dataset_cli:info"),
     ("dataset", "verify"): ("dataset/verify", "training.dataset_cli:verify"),
     ("dataset", "view"): ("dataset/view", "training.dataset_cli:view"),
-    ("dataset", "rerender"): ("dataset/rerender", "training.dataset_cli:rerender"),
     ("bench", "data"): ("bench/data", "bench.data:run"),
     ("bench", "sim"): ("bench/sim", "bench.sim:run"),
     ("bench", "env"): ("bench/env", "bench.env:run"),

@@ -19,7 +19,7 @@ What stays in higher precision, and why: the RMSNorm gains (a few hundred number
 quantizer sees), the embeddings (camera, position, command, speed and target-point projections: lookups or
 tiny inputs whose ternarisation saves nothing measurable) and the output heads (a few thousand weights that
 produce metres and m/s directly, where a ternary rounding error is a steering error). Everything else
-(the patch embedding, every attention and FFN projection) is ternary; see docs/policy.md.
+(both stem stages, every attention and FFN projection) is ternary; see docs/policy.md.
 """
 from __future__ import annotations
 
@@ -60,6 +60,35 @@ def ste(x: torch.Tensor, x_quantized: torch.Tensor) -> torch.Tensor:
     return x + (x_quantized - x).detach()
 
 
+class _FakeQuant(torch.autograd.Function):
+    """``ste(x, codes / scale)`` of `activation_quant` (``weights=False``) or `weight_quant` (``True``) as one
+    autograd node: the same values and the same identity gradient, without the two extra full-size tensors
+    (``q - x`` and ``x + ...``) per call that the composed form makes and keeps for backward. Training speed on
+    a CPU is mostly such elementwise passes."""
+
+    @staticmethod
+    def forward(x: torch.Tensor, weights: bool) -> torch.Tensor:
+        if weights:
+            codes, scale = weight_quant(x)
+            return codes.div_(scale)
+        # `activation_quant` with the elementwise passes done in place
+        scale = ACT_MAX / x.abs().amax(dim=-1, keepdim=True).clamp_(min=SCALE_EPS)
+        return (x * scale).round_().clamp_(-128, 127).div_(scale)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:
+        pass
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return grad, None
+
+
+def fake_quant(x: torch.Tensor, weights: bool = False) -> torch.Tensor:
+    """The quantized value of ``x`` (``codes / scale``) with a straight-through (identity) gradient."""
+    return _FakeQuant.apply(x, weights)
+
+
 class RMSNorm(nn.Module):
     """Root-mean-square norm with a learned gain (kept in full precision)."""
 
@@ -90,15 +119,21 @@ class BitLinear(nn.Module):
         self.weight = nn.Parameter(torch.empty(out_features, in_features))
         nn.init.trunc_normal_(self.weight, std=in_features**-0.5)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, activation: str | None = None, residual: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """``norm(x) @ W^T``; ``activation="relu_square"`` returns ``relu(y) ** 2``; ``residual`` returns
+        ``residual + y`` (last). The packed runtime's layer takes the same arguments and fuses both."""
         x = self.norm(x)
         w = self.weight
         if self.quant == "ternary":
-            x_codes, x_scale = activation_quant(x)
-            w_codes, w_scale = weight_quant(w)
-            x = ste(x, x_codes / x_scale)
-            w = ste(w, w_codes / w_scale)
-        return F.linear(x, w)
+            x, w = fake_quant(x), fake_quant(w, weights=True)
+        y = F.linear(x, w)
+        if activation == "relu_square":
+            y = F.relu(y).square()
+        elif activation is not None:
+            raise ValueError(f"BitLinear: unknown activation {activation!r} (None or 'relu_square')")
+        return y if residual is None else residual + y
 
     def extra_repr(self) -> str:
         return f"{self.in_features} -> {self.out_features}, quant={self.quant}"

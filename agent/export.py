@@ -35,7 +35,7 @@ from safetensors.torch import save_file
 from agent.bitlinear import BitLinear, weight_quant
 from agent.model import DrivingNet, ModelConfig
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the two-stage stem and one output head with a brake logit (version 1: the old network)
 PACKED_FORMAT = "slimdrive-ternary"
 CHECKPOINT_FORMAT = "slimdrive-checkpoint"
 FileFormat = Literal["slimdrive-ternary", "slimdrive-checkpoint"]

@@ -1,7 +1,9 @@
 """The packed ternary runtime: the exported policy network on int8 activations x 2-bit ternary weights (CPU).
 
-`PackedBitLinear` replaces `BitLinear` in a `DrivingNet`; everything else in the network (attention, embeddings,
-heads, residuals) runs unchanged in float32, so the runtime and the training graph are one model definition.
+`PackedBitLinear` replaces `BitLinear` in a `DrivingNet` as a submodule; everything else in the network
+(attention, embeddings, heads) runs unchanged in float32, so the runtime and the training graph are one model
+definition and one forward: `agent.model` calls every projection as ``layer(x, activation=..., residual=...)``,
+which `BitLinear` computes as separate float operations and `PackedBitLinear` fuses into its kernel call.
 Its weights stay packed in memory, four codes per byte exactly as in the exported file (see `agent.export`).
 
 The kernel is C++ with SIMD intrinsics, compiled once with the system compiler through
@@ -13,8 +15,11 @@ per panel of outputs whose 2-bit codes (pre-arranged at load time by `relayout`,
 two SIMD ops per 32 codes, a register tile of tokens x outputs that multiplies the codes (w + 1) by a
 vpbroadcastd of 4 activations: with AVX-512 VNNI, an 8-token x 32-output tile of vpdpbusd adding straight into
 int32; with AVX2, a 4-token x 16-output tile of vpmaddubsw with int16 partial sums widened to int32 every 128
-inputs (no overflow possible). Then both scales and an optional fused epilogue (squared ReLU for ``up``, the
-residual addition for ``proj``/``down``; `PackedBlock`).
+inputs (no overflow possible). Then both scales and an optional fused epilogue (squared ReLU for ``up`` and the
+stem, the residual addition for ``proj``/``down``).
+
+The kernel source is package data, `agent/kernel.cpp` (``[tool.setuptools.package-data]``), read and built the
+way the renderer builds ``envs/server/render/zbuffer.c``; the cache folder is `native.cache_dir`.
 
 Why this kernel rather than the alternatives, measured on the 2-core AMD EPYC (AVX2, no VNNI) the project
 started on: ``torch._int_mm`` (oneDNN) takes 18-40 ms for one 256x192x576 product there, 40-80x slower than
@@ -30,14 +35,14 @@ from __future__ import annotations
 
 import hashlib
 import os
+from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from agent.bitlinear import BitLinear
-from agent.model import Block, DrivingNet
-from envs.server.render.native import cache_dir  # one private cache for all compiled code
+from agent.model import DrivingNet
+from native import cache_dir  # one private cache for all compiled code
 
 # max |runtime - training graph| / max |training graph|. Per layer (measured ~1e-6): only float rounding.
 TOLERANCE = 1e-3
@@ -48,286 +53,7 @@ TOLERANCE = 1e-3
 # layer after layer (up to ~5 %), so there only the per-layer bound holds.
 NETWORK_TOLERANCE = 1e-2
 
-_KERNEL_SOURCE = r"""
-// slimdrive packed runtime: RMSNorm + int8 activations x 2-bit ternary weights, x86-64 with AVX2 or AVX-512 VNNI.
-//
-// y[m, n] = sum_k q[m, k] * w[n, k] * dequant[m] * w_scale, with q = round(rmsnorm(x) * 127 / max|.|) per
-// token and w in {-1, 0, +1}. vpmaddubsw (vpdpbusd) multiplies unsigned codes c = w + 1 in {0, 1, 2} by the
-// signed activations; subtracting sum_k q[m, k] once per token gives sum_k w q exactly: sum((w + 1) q) - sum(q).
-//
-// Weight layout (`relayout` in agent/runtime.py builds it once at load time; still 2 bits per weight):
-// outputs in groups of 8 ("octs"), inputs in chunks of 16. One 32-byte block per (oct, chunk); bits 2s..2s+1
-// of byte 4o + j hold the code of output 8g + o, input 16t + 4s + j. So `(block >> 2s) & 3` is, for the four
-// inputs 4(4t + s) .. +3, the codes of the oct's 8 outputs, four consecutive bytes per output: exactly what
-// vpmaddubsw and vpdpbusd need against one broadcast 32-bit group of four activations. With vpmaddubsw the
-// int16 pair sums of output o sit in lanes 2o and 2o + 1, and vpmaddwd with ones adds them into int32 lane o;
-// vpdpbusd adds all four products into int32 lane o itself.
-#include <ATen/core/Tensor.h>
-#include <ATen/Parallel.h>
-#include <ATen/ops/empty.h>
-#include <torch/library.h>
-#include <immintrin.h>
-#include <omp.h>
-#include <algorithm>
-#include <cmath>
-#include <cstdint>
-#include <cstring>
-
-namespace {
-
-#if defined(__AVX512VNNI__)
-// AVX-512 VNNI: vpdpbusd multiplies four codes by four activations and adds them into an int32 lane in one
-// instruction (no int16 stage to flush); one zmm holds two octs (16 outputs): an 8 x 32 tile is 16 accumulators.
-constexpr int MR = 8;                  // tokens per micro-tile
-constexpr int NV = 4;                  // octs per micro-tile: 8 x 2 zmm int32 accumulators in registers
-#else
-// per step (4 inputs) an int16 lane adds one pair sum in [-512, 508]; 32 steps stay within +-16384
-constexpr int64_t KFLUSH = 128;
-constexpr int MR = 4;                  // tokens per micro-tile
-constexpr int NV = 2;                  // octs per micro-tile: 4 x 2 int16 accumulators in registers
-#endif
-constexpr int64_t PANEL = 8 * NV;      // outputs per panel (unpacked once into L1, reused by every token)
-constexpr int64_t MAX_K = 4096;
-
-enum Epilogue : int64_t { kPlain = 0, kReluSquare = 1 };
-
-float hsum_ps(__m256 v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_movehdup_ps(s));
-  return _mm_cvtss_f32(s);
-}
-
-float hmax_ps(__m256 v) {
-  __m128 s = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_max_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_max_ss(s, _mm_movehdup_ps(s));
-  return _mm_cvtss_f32(s);
-}
-
-int32_t hsum_epi32(__m256i v) {
-  __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
-  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4E));
-  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xB1));
-  return _mm_cvtsi128_si32(s);
-}
-
-// One token: RMSNorm with gain, then absmax quantization to int8 (round half to even, like torch.round).
-void norm_quantize_row(const float* x, const float* gain, int64_t k, float eps, int8_t* q, int32_t* q_sum,
-                       float* dequant) {
-  __m256 sq = _mm256_setzero_ps();
-  for (int64_t i = 0; i < k; i += 8) {
-    const __m256 v = _mm256_loadu_ps(x + i);
-    sq = _mm256_fmadd_ps(v, v, sq);
-  }
-  const __m256 inv_rms = _mm256_set1_ps(1.0f / std::sqrt(hsum_ps(sq) / static_cast<float>(k) + eps));
-  const __m256 sign_bit = _mm256_set1_ps(-0.0f);
-  __m256 amax = _mm256_setzero_ps();
-  for (int64_t i = 0; i < k; i += 8) {
-    const __m256 v = _mm256_mul_ps(_mm256_mul_ps(_mm256_loadu_ps(x + i), inv_rms), _mm256_loadu_ps(gain + i));
-    amax = _mm256_max_ps(amax, _mm256_andnot_ps(sign_bit, v));
-  }
-  const float scale = 127.0f / std::max(hmax_ps(amax), 1e-5f);
-  const __m256 vscale = _mm256_set1_ps(scale);
-  const __m256 lo = _mm256_set1_ps(-128.0f), hi = _mm256_set1_ps(127.0f);
-  __m256i total = _mm256_setzero_si256();
-  for (int64_t i = 0; i < k; i += 8) {
-    __m256 v = _mm256_mul_ps(_mm256_mul_ps(_mm256_loadu_ps(x + i), inv_rms), _mm256_loadu_ps(gain + i));
-    v = _mm256_round_ps(_mm256_mul_ps(v, vscale), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    const __m256i c = _mm256_cvtps_epi32(_mm256_min_ps(_mm256_max_ps(v, lo), hi));
-    total = _mm256_add_epi32(total, c);
-    // int32 x 8 -> int8 x 8 (values already in range, so the saturating packs are exact)
-    const __m128i c16 = _mm_packs_epi32(_mm256_castsi256_si128(c), _mm256_extracti128_si256(c, 1));
-    _mm_storel_epi64(reinterpret_cast<__m128i*>(q + i), _mm_packs_epi16(c16, c16));
-  }
-  *q_sum = hsum_epi32(total);
-  *dequant = 1.0f / scale;
-}
-
-struct Operands {
-  const int8_t* q;
-  const int32_t* q_sum;
-  const float* dequant;
-  int64_t k;
-  int64_t n_out;
-  float w_scale;
-  int64_t epilogue;
-  const float* residual;  // nullptr or (M, N) float32 added to the result
-  float* y;
-};
-
-// Unpack the PANEL outputs starting at oct g0 into one byte per code: panel[(kq * NV + v) * 32 + 4 o + j] is the
-// code of output 8 (g0 + v) + o for input 4 kq + j.
-void unpack_panel(const uint8_t* packed, int64_t k, int64_t g0, uint8_t* panel) {
-  const int64_t chunks = k / 16;
-  const __m256i mask = _mm256_set1_epi8(3);
-  for (int v = 0; v < NV; ++v) {
-    const uint8_t* src = packed + (g0 + v) * chunks * 32;
-    for (int64_t t = 0; t < chunks; ++t) {
-      const __m256i b = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + t * 32));
-      for (int s = 0; s < 4; ++s) {
-        const __m256i c = _mm256_and_si256(_mm256_srli_epi16(b, 2 * s), mask);
-        _mm256_store_si256(reinterpret_cast<__m256i*>(panel + ((4 * t + s) * NV + v) * 32), c);
-      }
-    }
-  }
-}
-
-// The tile's int32 totals (R tokens x PANEL outputs) -> float outputs: minus sum(q) per token (which turns
-// sum((w + 1) q) into sum(w q)), both scales, then the optional epilogue and residual. One for both builds.
-template <int R>
-void store_tile(const Operands& op, const int32_t (*totals)[PANEL], int64_t m0, int64_t n0) {
-  const __m256 zero = _mm256_setzero_ps();
-  for (int r = 0; r < R; ++r) {
-    const int64_t m = m0 + r;
-    const __m256i q_sum = _mm256_set1_epi32(op.q_sum[m]);
-    const __m256 scale = _mm256_set1_ps(op.dequant[m] * op.w_scale);
-    for (int o = 0; o < PANEL; o += 8) {
-      const int64_t at = m * op.n_out + n0 + o;
-      const __m256i total = _mm256_load_si256(reinterpret_cast<const __m256i*>(totals[r] + o));
-      __m256 y = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(total, q_sum)), scale);
-      if (op.epilogue == kReluSquare) {
-        y = _mm256_max_ps(y, zero);
-        y = _mm256_mul_ps(y, y);
-      }
-      if (op.residual) y = _mm256_add_ps(_mm256_loadu_ps(op.residual + at), y);
-      _mm256_storeu_ps(op.y + at, y);
-    }
-  }
-}
-
-#if defined(__AVX512VNNI__)
-template <int R>
-void panel_tile(const Operands& op, const uint8_t* panel, int64_t m0, int64_t n0) {
-  constexpr int Z = NV / 2;  // zmm per panel row
-  const int64_t k = op.k;
-  __m512i acc[R][Z];
-  for (int r = 0; r < R; ++r)
-    for (int z = 0; z < Z; ++z) acc[r][z] = _mm512_setzero_si512();
-  const int8_t* qrow[R];
-  for (int r = 0; r < R; ++r) qrow[r] = op.q + (m0 + r) * k;
-  for (int64_t i = 0; i < k; i += 4) {
-    const uint8_t* w = panel + (i / 4) * NV * 32;
-    __m512i wv[Z];
-    for (int z = 0; z < Z; ++z) wv[z] = _mm512_load_si512(w + 64 * z);
-    for (int r = 0; r < R; ++r) {
-      int32_t quad;
-      std::memcpy(&quad, qrow[r] + i, sizeof(quad));
-      const __m512i x = _mm512_set1_epi32(quad);
-      for (int z = 0; z < Z; ++z) acc[r][z] = _mm512_dpbusd_epi32(acc[r][z], wv[z], x);
-    }
-  }
-  alignas(64) int32_t totals[R][PANEL];
-  for (int r = 0; r < R; ++r)
-    for (int z = 0; z < Z; ++z) _mm512_store_si512(totals[r] + 16 * z, acc[r][z]);
-  store_tile<R>(op, totals, m0, n0);
-}
-#else
-template <int R>
-void panel_tile(const Operands& op, const uint8_t* panel, int64_t m0, int64_t n0) {
-  const int64_t k = op.k;
-  // int32 totals live in L1, not in registers: all 16 ymm registers go to the inner loop
-  alignas(32) int32_t acc[R][PANEL] = {};
-  const __m256i ones = _mm256_set1_epi16(1);
-  const int8_t* qrow[R];
-  for (int r = 0; r < R; ++r) qrow[r] = op.q + (m0 + r) * k;
-  for (int64_t k0 = 0; k0 < k; k0 += KFLUSH) {
-    const int64_t k1 = std::min(k, k0 + KFLUSH);
-    __m256i acc16[R][NV];
-    for (int r = 0; r < R; ++r)
-      for (int v = 0; v < NV; ++v) acc16[r][v] = _mm256_setzero_si256();
-    for (int64_t i = k0; i < k1; i += 4) {
-      const uint8_t* w = panel + (i / 4) * NV * 32;
-      __m256i wv[NV];
-      for (int v = 0; v < NV; ++v) wv[v] = _mm256_load_si256(reinterpret_cast<const __m256i*>(w + 32 * v));
-      for (int r = 0; r < R; ++r) {
-        int32_t quad;
-        std::memcpy(&quad, qrow[r] + i, sizeof(quad));
-        const __m256i x = _mm256_set1_epi32(quad);
-        for (int v = 0; v < NV; ++v) acc16[r][v] = _mm256_add_epi16(acc16[r][v], _mm256_maddubs_epi16(wv[v], x));
-      }
-    }
-    for (int r = 0; r < R; ++r)
-      for (int v = 0; v < NV; ++v) {
-        __m256i* a = reinterpret_cast<__m256i*>(acc[r] + 8 * v);
-        _mm256_store_si256(a, _mm256_add_epi32(_mm256_load_si256(a), _mm256_madd_epi16(acc16[r][v], ones)));
-      }
-  }
-  store_tile<R>(op, acc, m0, n0);
-}
-#endif
-
-template <int R>
-void finish_rows(const Operands& op, const uint8_t* panel, int64_t m0, int64_t rows, int64_t n0) {
-  if constexpr (R > 0) {
-    if (rows == R) panel_tile<R>(op, panel, m0, n0);
-    else finish_rows<R - 1>(op, panel, m0, rows, n0);
-  }
-}
-
-// x (M, K) float32 -> y (M, N) float32; packed (N / 8, K / 16, 32) uint8 in the layout above. epilogue 1 applies
-// relu(y)^2; residual (optional, (M, N) float32) is added last: y = residual + f(x W^T).
-at::Tensor bitlinear(const at::Tensor& x, const at::Tensor& gain, double eps, const at::Tensor& packed,
-                     double w_scale, int64_t epilogue, const std::optional<at::Tensor>& residual) {
-  TORCH_CHECK(x.dim() == 2 && x.scalar_type() == at::kFloat && x.is_contiguous(),
-              "ternary bitlinear: x must be contiguous float32 (M, K)");
-  const int64_t m_rows = x.size(0), k = x.size(1);
-  TORCH_CHECK(k % 32 == 0 && k <= MAX_K, "ternary bitlinear: in_features must be a multiple of 32 up to ", MAX_K,
-              ", got ", k);
-  TORCH_CHECK(packed.dim() == 3 && packed.scalar_type() == at::kByte && packed.is_contiguous() &&
-                  packed.size(1) == k / 16 && packed.size(2) == 32,
-              "ternary bitlinear: packed weights must be contiguous uint8 (N / 8, K / 16, 32) from relayout()");
-  const int64_t n_out = packed.size(0) * 8;
-  TORCH_CHECK(n_out % 32 == 0, "ternary bitlinear: out_features must be a multiple of 32, got ", n_out);
-  TORCH_CHECK(gain.scalar_type() == at::kFloat && gain.is_contiguous() && gain.numel() == k,
-              "ternary bitlinear: gain must be contiguous float32 (K,)");
-  TORCH_CHECK(epilogue == kPlain || epilogue == kReluSquare, "ternary bitlinear: unknown epilogue ", epilogue);
-  const float* res = nullptr;
-  if (residual.has_value()) {
-    const at::Tensor& r = *residual;
-    TORCH_CHECK(r.scalar_type() == at::kFloat && r.is_contiguous() && r.dim() == 2 && r.size(0) == m_rows &&
-                    r.size(1) == n_out,
-                "ternary bitlinear: residual must be contiguous float32 (M, N)");
-    res = r.data_ptr<float>();
-  }
-  at::Tensor q = at::empty({m_rows, k}, x.options().dtype(at::kChar));
-  at::Tensor q_sum = at::empty({m_rows}, x.options().dtype(at::kInt));
-  at::Tensor dequant = at::empty({m_rows}, x.options());
-  at::Tensor y = at::empty({m_rows, n_out}, x.options());
-  Operands op{q.data_ptr<int8_t>(), q_sum.data_ptr<int32_t>(), dequant.data_ptr<float>(), k, n_out,
-              static_cast<float>(w_scale), epilogue, res, y.data_ptr<float>()};
-  const float* xp = x.data_ptr<float>();
-  const float* gp = gain.data_ptr<float>();
-  const uint8_t* wp = packed.data_ptr<uint8_t>();
-  const int64_t m_full = m_rows / MR * MR;
-  const int64_t panels = n_out / PANEL;
-  // One OpenMP region per call (torch's thread count): quantize the tokens, a barrier, then the threads split
-  // the outputs by panels; each unpacks its panel once (into L1) and streams every token past it.
-#pragma omp parallel num_threads(static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), panels))))
-  {
-#pragma omp for schedule(static)
-    for (int64_t r = 0; r < m_rows; ++r)
-      norm_quantize_row(xp + r * k, gp, k, static_cast<float>(eps), q.data_ptr<int8_t>() + r * k,
-                        q_sum.data_ptr<int32_t>() + r, dequant.data_ptr<float>() + r);
-    alignas(64) uint8_t panel[PANEL * MAX_K];
-#pragma omp for schedule(static)
-    for (int64_t t = 0; t < panels; ++t) {
-      const int64_t n0 = t * PANEL;
-      unpack_panel(wp, k, t * NV, panel);
-      for (int64_t m0 = 0; m0 < m_full; m0 += MR) panel_tile<MR>(op, panel, m0, n0);
-      finish_rows<MR - 1>(op, panel, m_full, m_rows - m_full, n0);
-    }
-  }
-  return y;
-}
-
-}  // namespace
-
-TORCH_LIBRARY(slimdrive_ternary, m) {
-  m.def("bitlinear(Tensor x, Tensor gain, float eps, Tensor packed, float w_scale, int epilogue=0, "
-        "Tensor? residual=None) -> Tensor", &bitlinear);
-}
-"""
+KERNEL_SOURCE = Path(__file__).with_name("kernel.cpp")  # package data, built on first use
 
 _loaded = False
 
@@ -345,7 +71,7 @@ def kernel_isa() -> str:
     if capability not in ("AVX2", "AVX512"):
         raise RuntimeError(
             f"packed ternary runtime: the kernel needs an x86-64 CPU with AVX2, this one reports {capability!r}; "
-            "run the fake-quant graph instead (load the weights with agent.export.load_packed(..., runtime=False))"
+            "run the fake-quant graph instead (a ternary DrivingNet from the training checkpoint, agent.export.load_checkpoint)"
         )
     best = "avx512_vnni" if capability == "AVX512" and torch.cpu._is_vnni_supported() else "avx2"
     isa = os.environ.get("SLIMDRIVE_KERNEL_ISA", best)
@@ -365,12 +91,14 @@ def load_kernel() -> None:
     isa = kernel_isa()
     from torch.utils.cpp_extension import load
 
-    digest = hashlib.sha256((_KERNEL_SOURCE + isa).encode()).hexdigest()[:12]
+    source_text = KERNEL_SOURCE.read_text()
+    digest = hashlib.sha256((source_text + isa).encode()).hexdigest()[:12]
     build_dir = cache_dir() / digest
     build_dir.mkdir(parents=True, exist_ok=True)
+    # a copy in the build folder: torch's build files name their source, and an installed package may be read-only
     source = build_dir / "ternary_kernel.cpp"
-    if not source.exists() or source.read_text() != _KERNEL_SOURCE:
-        source.write_text(_KERNEL_SOURCE)
+    if not source.exists() or source.read_text() != source_text:
+        source.write_text(source_text)
     # -fopenmp compiles at::parallel_for into OpenMP regions; the library resolves to torch's own libgomp
     load(
         name=f"slimdrive_ternary_{digest}",
@@ -421,32 +149,19 @@ class PackedBitLinear(nn.Module):
         self.w_scale = w_scale
         self.register_buffer("norm_weight", norm_weight.to(torch.float32).contiguous())
         self.register_buffer("packed", relayout(packed))
+        load_kernel()
+        self.op = torch.ops.slimdrive_ternary.bitlinear.default  # the overload itself: no lookup per call
 
     def forward(
         self, x: torch.Tensor, activation: str | None = None, residual: torch.Tensor | None = None
     ) -> torch.Tensor:
-        flat = x.reshape(-1, self.in_features).to(torch.float32).contiguous()
-        if residual is not None:
-            residual = residual.reshape(-1, self.out_features).to(torch.float32).contiguous()
-        y = torch.ops.slimdrive_ternary.bitlinear(
-            flat, self.norm_weight, self.norm_eps, self.packed, self.w_scale, EPILOGUE[activation], residual
-        )
-        return y.view(*x.shape[:-1], self.out_features)
+        # one op call on the caller's shapes (the kernel refuses anything but float32): a batch-1 step of a small
+        # network is mostly per-call overhead, so nothing else happens here
+        return self.op(x.contiguous(), self.norm_weight, self.norm_eps, self.packed, self.w_scale,
+                       EPILOGUE[activation], None if residual is None else residual.contiguous())
 
     def extra_repr(self) -> str:
         return f"{self.in_features} -> {self.out_features}, packed ternary"
-
-
-class PackedBlock(Block):
-    """`Block` on the packed runtime: the same float32 operations in the same order, with the squared ReLU and
-    both residual additions done inside the kernel calls (one call per projection, no extra passes)."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        batch, tokens, dim = x.shape
-        q, k, v = self.qkv(x).view(batch, tokens, 3, self.heads, dim // self.heads).permute(2, 0, 3, 1, 4)
-        attended = F.scaled_dot_product_attention(q, k, v)
-        x = self.proj(attended.transpose(1, 2).reshape(batch, tokens, dim), residual=x)
-        return self.down(self.up(x, activation="relu_square"), residual=x)
 
 
 def to_runtime(net: DrivingNet, packed: dict[str, tuple[torch.Tensor, float]]) -> DrivingNet:
@@ -455,7 +170,6 @@ def to_runtime(net: DrivingNet, packed: dict[str, tuple[torch.Tensor, float]]) -
     ``packed`` maps a BitLinear's module name to ``(packed codes (out, in / 4) uint8, mean|W|)``; its latent
     float weight is dropped, so only the packed codes stay resident.
     """
-    load_kernel()
     names = [name for name, module in net.named_modules() if isinstance(module, BitLinear)]
     missing = sorted(set(names) - set(packed))
     if missing:
@@ -466,7 +180,4 @@ def to_runtime(net: DrivingNet, packed: dict[str, tuple[torch.Tensor, float]]) -
         parent_name, _, child = name.rpartition(".")
         parent = net.get_submodule(parent_name) if parent_name else net
         setattr(parent, child, PackedBitLinear(layer.norm.weight.detach(), layer.norm.eps, codes, w_scale))
-    for module in net.modules():
-        if type(module) is Block:
-            module.__class__ = PackedBlock
     return net.eval()

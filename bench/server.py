@@ -10,9 +10,9 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import carla
 import numpy as np
@@ -20,7 +20,6 @@ import numpy as np
 from envs.maps import load_network
 from envs.server.blueprints import BLUEPRINTS, BY_ID
 from envs.server.launch import launch
-
 
 CARS = tuple(bp.id for bp in BLUEPRINTS
              if bp.kind == "vehicle" and bp.default_attributes().get("number_of_wheels") == "4")

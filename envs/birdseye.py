@@ -7,7 +7,7 @@ live colour, vehicles and walkers as oriented boxes (the ego in green).
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import carla
 import cv2

@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Protocol
+from typing import Any, Protocol
 
 import gymnasium as gym
 import numpy as np
@@ -51,7 +52,7 @@ class Footprint:
         return 2.0 * (self.ternary_macs + self.float_macs)
 
     @classmethod
-    def privileged_baseline(cls) -> "Footprint":
+    def privileged_baseline(cls) -> Footprint:
         return cls(parameters=0, ternary_parameters=0, weight_bytes=0, ternary_macs=0, float_macs=0,
                    dtype="none", privileged=True)
 
@@ -99,7 +100,7 @@ class BudgetConfig:
             raise ValueError("budget.latency=profile needs budget.device (name, ops_per_second, overhead_ms)")
 
     @classmethod
-    def from_cfg(cls, cfg: Mapping[str, Any]) -> "BudgetConfig":
+    def from_cfg(cls, cfg: Mapping[str, Any]) -> BudgetConfig:
         """From a `conf/budget/*.yaml` node (or a plain mapping)."""
         device = cfg.get("device")
         device = typed_config(DeviceProfile, device, "budget.device") if device else None

@@ -19,9 +19,10 @@ raised by the scenario hook while the simulator still answers is the scenario's:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import carla
 import gymnasium as gym

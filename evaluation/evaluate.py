@@ -76,8 +76,8 @@ def print_table(results: dict) -> None:
         infractions = ", ".join(f"{k} x{n}" for k, n in sorted(row["infractions"].items())) or "-"
         print(f"{name:34s} {row['episodes']:3d} {row['driving_score']:7.2f} {row['route_completion']:7.2f} "
               f"{row['infraction_penalty']:6.3f} {row['success_rate']:5.2f}  {infractions}")
-    print(f"{'global (mean over routes)':34s} {'':3s} {results['driving_score']:7.2f} {results['route_completion']:7.2f} "
-          f"{results['infraction_penalty']:6.3f} {results['success_rate']:5.2f}")
+    print(f"{'global (mean over routes)':34s} {'':3s} {results['driving_score']:7.2f} "
+          f"{results['route_completion']:7.2f} {results['infraction_penalty']:6.3f} {results['success_rate']:5.2f}")
 
 
 def run(cfg: DictConfig) -> int:

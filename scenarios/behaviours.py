@@ -177,7 +177,8 @@ class ActorRunner:
         steer = pure_pursuit(x, y, transform.rotation.yaw, speed, path, self.wheelbase)
         if not moving:
             strength = step.params.strength if step.primitive == "brake" else min(step.params.decel / 8.0, 1.0)
-            return carla.command.ApplyVehicleControl(self.actor.id, carla.VehicleControl(steer=steer, brake=float(strength)))
+            control = carla.VehicleControl(steer=steer, brake=float(strength))
+            return carla.command.ApplyVehicleControl(self.actor.id, control)
         p = step.params
         target = float(p.speed) if p.speed is not None else self.held_speed
         if not self.ignore_lights:

@@ -179,7 +179,8 @@ def _check_semantics(scenario: S.Scenario, source: Source) -> None:
     steps = {(a.id, s.name) for a in scenario.actors for s in a.behaviour if s.name}
     for i, actor in enumerate(scenario.actors):
         if actor.id in seen:
-            raise source.error(("actors", i, "id"), f"actor id '{actor.id}' is used twice", "give each actor its own id")
+            raise source.error(("actors", i, "id"), f"actor id '{actor.id}' is used twice",
+                               "give each actor its own id")
         seen.add(actor.id)
         blueprints = actor.blueprint.options if isinstance(actor.blueprint, S.Choice) else (actor.blueprint,)
         kinds = {S.blueprint_kind(b) for b in blueprints}
@@ -192,7 +193,8 @@ def _check_semantics(scenario: S.Scenario, source: Source) -> None:
             if step.primitive not in allowed:
                 raise source.error(("actors", i, "behaviour", j, step.primitive),
                                    f"a {kind} cannot '{step.primitive}'",
-                                   f"use one of {', '.join(allowed)}" if allowed else "props take no behaviour; remove it")
+                                   f"use one of {', '.join(allowed)}" if allowed
+                                   else "props take no behaviour; remove it")
             for key in ("wait", "until"):
                 trigger = getattr(step, key)
                 if trigger is not None and trigger.event is not None:

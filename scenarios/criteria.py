@@ -161,8 +161,8 @@ class EpisodeCriteria:
             other, where, now = event.other_actor, event.transform.location, event.timestamp
             if speed < MIN_MOVING_SPEED:
                 continue
-            duplicate = any(other.id == oid and now - t < COLLISION_DEDUPE_S and where.distance(loc) < COLLISION_DEDUPE_M
-                            for oid, t, loc in self._recent_collisions)
+            duplicate = any(other.id == oid and now - t < COLLISION_DEDUPE_S
+                            and where.distance(loc) < COLLISION_DEDUPE_M for oid, t, loc in self._recent_collisions)
             self._recent_collisions = [c for c in self._recent_collisions if now - c[1] < COLLISION_DEDUPE_S]
             if duplicate:
                 continue

@@ -13,8 +13,9 @@ file cannot produce an invalid value for some seed only. Each value is drawn fro
 from __future__ import annotations
 
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated, Any, Callable
+from typing import Annotated, Any
 
 import numpy as np
 from pydantic import BaseModel, PlainValidator
@@ -80,7 +81,8 @@ def parse_distribution(value: dict) -> Distribution:
     if kind == "normal":
         allowed = {"mean", "std", "min", "max"}
         if not isinstance(body, dict) or not {"mean", "std"} <= set(body) or set(body) - allowed:
-            raise ValueError("malformed normal; fix: write {normal: {mean: m, std: s, min: a, max: b}} (min/max optional)")
+            raise ValueError("malformed normal; fix: write {normal: {mean: m, std: s, min: a, max: b}} "
+                             "(min/max optional)")
         if not all(_is_number(v) for v in body.values()):
             raise ValueError("normal's mean, std, min and max must be numbers; fix: write numbers")
         if body["std"] < 0:
@@ -115,17 +117,20 @@ def number(ge: float | None = None, gt: float | None = None, le: float | None = 
                 raise ValueError(f"{value} is out of range; fix: use a value {bounds}")
             return float(value)
         if not isinstance(value, dict):
-            raise ValueError(f"expected a number, got {type(value).__name__} {value!r}; fix: write a number or a distribution")
+            raise ValueError(f"expected a number, got {type(value).__name__} {value!r}; "
+                             "fix: write a number or a distribution")
         dist = parse_distribution(value)
         if isinstance(dist, Choice):
             bad = [v for v in dist.options if not _is_number(v) or not inside(v)]
             if bad:
-                raise ValueError(f"choice option {bad[0]!r} is out of range; fix: list numbers" + (f" {bounds}" if bounds else ""))
+                raise ValueError(f"choice option {bad[0]!r} is out of range; fix: list numbers"
+                                 + (f" {bounds}" if bounds else ""))
             return Choice(tuple(float(v) for v in dist.options))
         low, high = dist.support()
         if bounds and not (inside(low) and inside(high)):
             hint = " (give normal min/max clip bounds)" if isinstance(dist, Normal) else ""
-            raise ValueError(f"distribution range [{low}, {high}] goes out of range; fix: keep every draw {bounds}{hint}")
+            raise ValueError(f"distribution range [{low}, {high}] goes out of range; "
+                             f"fix: keep every draw {bounds}{hint}")
         return dist
 
     return Annotated[float | Distribution, PlainValidator(validate)]

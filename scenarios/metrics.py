@@ -12,8 +12,8 @@ Leaderboard 2.0 (github.com/carla-simulator/leaderboard, branch leaderboard-2.0,
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -70,7 +70,8 @@ def global_score(route_scores: Sequence[float | None]) -> float:
     return float(np.mean([0.0 if s is None else s for s in route_scores]))
 
 
-def infractions_per_km(counts: dict[str, int], route_lengths_m: Sequence[float], completions: Sequence[float]) -> dict[str, float]:
+def infractions_per_km(counts: dict[str, int], route_lengths_m: Sequence[float],
+                       completions: Sequence[float]) -> dict[str, float]:
     """Each kind's count per kilometre driven, with km = sum(route_length/1000 x completion/100)."""
     km = sum(length / 1000.0 * completion / 100.0 for length, completion in zip(route_lengths_m, completions))
     return {kind: (n / km if km > 0 else 0.0) for kind, n in counts.items()}

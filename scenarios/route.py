@@ -138,7 +138,8 @@ class LaneGraph:
             if key in covered or key in found or waypoint.lane_type != carla.LaneType.Driving:
                 continue
             found.add(key)
-            same = lambda ws: [w for w in ws if (w.road_id, w.section_id, w.lane_id) == key]  # noqa: E731
+            def same(ws: list[carla.Waypoint], key: tuple[int, int, int] = key) -> list[carla.Waypoint]:
+                return [w for w in ws if (w.road_id, w.section_id, w.lane_id) == key]
             entry, exit_ = waypoint, waypoint
             while back := same(entry.previous(resolution)):
                 entry = back[0]
@@ -162,7 +163,8 @@ class LaneGraph:
         for _ in range(budget):
             if current.transform.location.distance(target) <= resolution:
                 break
-            following = [w for w in current.next(resolution) if (w.road_id, w.lane_id) == (entry.road_id, entry.lane_id)]
+            lane = (entry.road_id, entry.lane_id)
+            following = [w for w in current.next(resolution) if (w.road_id, w.lane_id) == lane]
             if not following:
                 break
             current = following[0]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import difflib
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 import carla
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_val
 from envs.maps import available_maps
 from envs.server.blueprints import BY_ID
 
-from .distributions import Choice, number, name_choice
+from .distributions import Choice, name_choice, number
 
 # slimdrive presets beyond CARLA's own WeatherParameters presets (ClearNoon, HardRainNoon, ClearNight, ...).
 EXTRA_WEATHER = {
@@ -33,7 +33,7 @@ WEATHER_FIELDS = ("cloudiness", "precipitation", "precipitation_deposits", "wind
 # maps Town12, Town13 and Town15 (no "_Opt" build). CARLA_TOWN accepts exactly these names.
 CARLA_TOWNS = tuple(f"{t}{o}" for t in ("Town01", "Town02", "Town03", "Town04", "Town05", "Town06", "Town07",
                                         "Town10HD") for o in ("", "_Opt")) + ("Town12", "Town13", "Town15")
-CARLA_TOWN = re.compile(r"^(?:%s)$" % "|".join(CARLA_TOWNS))
+CARLA_TOWN = re.compile(rf"^(?:{'|'.join(CARLA_TOWNS)})$")
 
 
 def blueprint_kind(blueprint_id: str) -> str:
@@ -97,7 +97,7 @@ def _weather_form(value: Any) -> str:
     return "fields" if fields else "preset"
 
 
-Weather = Annotated[Union[Annotated[WeatherPreset, Tag("preset")], Annotated[WeatherFields, Tag("fields")]],
+Weather = Annotated[Annotated[WeatherPreset, Tag("preset")] | Annotated[WeatherFields, Tag("fields")],
                     Discriminator(_weather_form)]
 
 
@@ -110,12 +110,13 @@ class RouteSpec(Model):
     waypoints: list[Location] | None = Field(default=None, min_length=2)
 
     @model_validator(mode="after")
-    def _one_form(self) -> "RouteSpec":
+    def _one_form(self) -> RouteSpec:
         forms = {"start+goal": self.start is not None and self.goal is not None,
                  "start+length": self.start is not None and self.length is not None,
                  "waypoints": self.waypoints is not None}
         if sum(forms.values()) != 1 or (self.waypoints is not None and self.start is not None):
-            raise ValueError("the route form is ambiguous or incomplete; fix: give exactly one of start+goal, start+length, waypoints")
+            raise ValueError("the route form is ambiguous or incomplete; fix: give exactly one of start+goal, "
+                             "start+length, waypoints")
         if self.turns is not None and self.length is None:
             raise ValueError("turns without length; fix: give turns only with start and length")
         return self
@@ -151,7 +152,7 @@ def _placement_form(value: Any) -> str | None:
     return None
 
 
-Placement = Annotated[Union[Annotated[RoutePlacement, Tag("route")], Annotated[AbsolutePlacement, Tag("absolute")]],
+Placement = Annotated[Annotated[RoutePlacement, Tag("route")] | Annotated[AbsolutePlacement, Tag("absolute")],
                       Discriminator(_placement_form, custom_error_type="placement_form",
                                     custom_error_message="a placement is either along the route {s: metres, lane: "
                                                          "...} or absolute {x, y, yaw}")]
@@ -169,7 +170,7 @@ class Trigger(Model):
     at_s: Metres | None = None
 
     @model_validator(mode="after")
-    def _exactly_one(self) -> "Trigger":
+    def _exactly_one(self) -> Trigger:
         kinds = [k for k in ("ego_distance", "ego_time_to_arrival", "ego_passed", "time", "after", "event")
                  if getattr(self, k) is not None]
         if len(kinds) != 1:
@@ -261,10 +262,11 @@ class Step(Model):
         return data
 
     @model_validator(mode="after")
-    def _one_primitive(self) -> "Step":
+    def _one_primitive(self) -> Step:
         given = [p for p in PRIMITIVES if getattr(self, p) is not None]
         if len(given) != 1:
-            raise ValueError(f"a step needs exactly one primitive, got {given or 'none'}; fix: keep one of {', '.join(PRIMITIVES)}")
+            raise ValueError(f"a step needs exactly one primitive, got {given or 'none'}; "
+                             f"fix: keep one of {', '.join(PRIMITIVES)}")
         return self
 
     @property

@@ -137,7 +137,8 @@ class JunctionSpec:
     signal_ids: list[str] = field(default_factory=list)
 
 
-def connecting_pieces(p0: tuple[float, float], h0: float, p1: tuple[float, float], h1: float) -> list[tuple[float, float, float]]:
+def connecting_pieces(p0: tuple[float, float], h0: float, p1: tuple[float, float],
+                      h1: float) -> list[tuple[float, float, float]]:
     """Line and arc pieces from pose (p0, h0) to (p1, h1): straight through, or a quarter turn."""
     dx, dy = p1[0] - p0[0], p1[1] - p0[1]
     along = dx * math.cos(h0) + dy * math.sin(h0)
@@ -244,7 +245,8 @@ def _num(v: float) -> str:
 
 
 def _sub(parent: ET.Element, tag: str, **attrs: object) -> ET.Element:
-    return ET.SubElement(parent, tag, {k.rstrip("_"): (_num(v) if isinstance(v, float) else str(v)) for k, v in attrs.items()})
+    values = {k.rstrip("_"): (_num(v) if isinstance(v, float) else str(v)) for k, v in attrs.items()}
+    return ET.SubElement(parent, tag, values)
 
 
 def _link(parent: ET.Element, tag: str, link: Link | None) -> None:
@@ -329,7 +331,8 @@ def write_xodr(name: str, roads: list[RoadSpec], junctions: list[JunctionSpec]) 
                   vendor="slimdrive")
     # CARLA warns without a geoReference; a transverse Mercator at (0, 0) keeps GNSS trivial.
     ET.SubElement(header, "geoReference").text = (
-        "+proj=tmerc +lat_0=0 +lon_0=0 +k=1 +x_0=0 +y_0=0 +datum=WGS84 +units=m +geoidgrids=egm96_15.gtx +vunits=m +no_defs")
+        "+proj=tmerc +lat_0=0 +lon_0=0 +k=1 +x_0=0 +y_0=0 +datum=WGS84 +units=m +geoidgrids=egm96_15.gtx "
+        "+vunits=m +no_defs")
     for road in sorted(roads, key=lambda r: r.id):
         _road(root, road)
     for j in junctions:

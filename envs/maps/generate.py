@@ -126,7 +126,8 @@ def make_town(seed: int = 0, blocks: tuple[int, int] = (3, 3), block: float = 90
     connecting: list[RoadSpec] = []
     next_id = 1000
     for n, (i, j) in enumerate(nodes, start=101):
-        spec, roads = build_junction(n, arms_of(i, j), next_id, signalised=(i, j) in signalised, name=f"junction_{i}{j}")
+        spec, roads = build_junction(n, arms_of(i, j), next_id, signalised=(i, j) in signalised,
+                                     name=f"junction_{i}{j}")
         junctions.append(spec)
         connecting.extend(roads)
         next_id += len(roads)

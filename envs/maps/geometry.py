@@ -7,7 +7,6 @@ left-handed world frame; `opendrive.py` does the flip.
 from __future__ import annotations
 
 import bisect
-
 from dataclasses import dataclass, field
 
 import numpy as np

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 
 from envs.maps.geometry import Cubic, PiecewiseCubic, ReferenceLine, Segment
 
-
 TRAFFIC_LIGHT_TYPE = "1000001"  # OpenDRIVE signal type of a traffic light, as CARLA's landmarks use it
 
 
@@ -222,7 +221,8 @@ def _lane(lane_el: ET.Element, rid: int) -> Lane:
         if (q := link.find("successor")) is not None:
             succ = _int(q, "id", rid)
     height_el = lane_el.find("height")
-    height = max(_float(height_el, "inner", rid, 0.0), _float(height_el, "outer", rid, 0.0)) if height_el is not None else 0.0
+    height = 0.0 if height_el is None else max(_float(height_el, "inner", rid, 0.0),
+                                               _float(height_el, "outer", rid, 0.0))
     return Lane(lid, lane_el.get("type", "none"), _cubics(widths, "sOffset", rid), _marks(lane_el, rid),
                 height, pred, succ)
 
@@ -299,7 +299,8 @@ def _junction(el: ET.Element) -> Junction:
     conns = []
     for c in el.findall("connection"):
         links = tuple((_int(ll, "from"), _int(ll, "to")) for ll in c.findall("laneLink"))
-        conns.append(Connection(_int(c, "incomingRoad"), _int(c, "connectingRoad"), c.get("contactPoint", "start"), links))
+        conns.append(Connection(_int(c, "incomingRoad"), _int(c, "connectingRoad"), c.get("contactPoint", "start"),
+                                links))
     ctrls = tuple(c.get("id", "") for c in el.findall("controller"))
     return Junction(jid, el.get("name", ""), tuple(conns), ctrls)
 
@@ -338,5 +339,6 @@ def parse(text: str, name: str) -> OpenDrive:
     controllers = {}
     for c in root.findall("controller"):
         cid = c.get("id", "")
-        controllers[cid] = Controller(cid, c.get("name", ""), tuple(x.get("signalId", "") for x in c.findall("control")))
+        signals = tuple(x.get("signalId", "") for x in c.findall("control"))
+        controllers[cid] = Controller(cid, c.get("name", ""), signals)
     return OpenDrive(name, roads, junctions, controllers)

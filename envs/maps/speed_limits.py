@@ -8,7 +8,6 @@ import xml.etree.ElementTree as ET
 import cv2
 import numpy as np
 
-
 _KMH_PER_UNIT = {"km/h": 1.0, "m/s": 3.6, "mph": 1.609344}
 
 

@@ -12,8 +12,8 @@ lists both; tests/server/test_served.py holds the doc to this table.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -277,7 +277,8 @@ class Simulator:
     def enable_actor_constant_velocity(self, actor_id: int, velocity) -> None:
         actor = self.world.actor(int(actor_id))
         if actor.kind != "vehicle":  # as CARLA: only vehicles keep a constant velocity
-            raise CarlaError(f"enable_actor_constant_velocity: actor {actor.id} ({actor.blueprint.id}) is not a vehicle")
+            raise CarlaError(f"enable_actor_constant_velocity: actor {actor.id} ({actor.blueprint.id}) "
+                             "is not a vehicle")
         actor.constant_velocity = pr.vector3(velocity)
 
     @call(void=True)

@@ -8,7 +8,7 @@ The classes are registered in `sensors._MODELS`; they subclass `sensor_model.Sen
 from __future__ import annotations
 
 import struct
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 

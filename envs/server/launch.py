@@ -95,7 +95,7 @@ class ServerProcess:
             self._log_file.close()
             self._log_file = None
 
-    def __enter__(self) -> "ServerProcess":
+    def __enter__(self) -> ServerProcess:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -48,7 +48,7 @@ class Transform:
         return [[float(self.x), float(self.y), float(self.z)], [float(self.pitch), float(self.yaw), float(self.roll)]]
 
     @classmethod
-    def from_msg(cls, msg) -> "Transform":
+    def from_msg(cls, msg) -> Transform:
         (x, y, z), (pitch, yaw, roll) = msg
         return cls(float(x), float(y), float(z), float(pitch), float(yaw), float(roll))
 
@@ -93,7 +93,7 @@ class EpisodeSettings:
         ]
 
     @classmethod
-    def from_msg(cls, msg) -> "EpisodeSettings":
+    def from_msg(cls, msg) -> EpisodeSettings:
         if not isinstance(msg, (list, tuple)) or len(msg) < 11:
             raise ValueError("EpisodeSettings must be an array of 11 fields")
         delta = msg[2]
@@ -134,7 +134,7 @@ class Weather:
         return [float(getattr(self, name)) for name in WEATHER_FIELDS]
 
     @classmethod
-    def from_msg(cls, msg) -> "Weather":
+    def from_msg(cls, msg) -> Weather:
         if not isinstance(msg, (list, tuple)) or len(msg) != len(WEATHER_FIELDS):
             raise ValueError(f"WeatherParameters must be an array of {len(WEATHER_FIELDS)} numbers")
         return cls(*(float(v) for v in msg))
@@ -151,7 +151,7 @@ class VehicleControl:
     gear: int = 0
 
     @classmethod
-    def from_msg(cls, msg) -> "VehicleControl":
+    def from_msg(cls, msg) -> VehicleControl:
         t, s, b, hb, rev, manual, gear = msg
         return cls(min(max(float(t), 0.0), 1.0), min(max(float(s), -1.0), 1.0), min(max(float(b), 0.0), 1.0),
                    bool(hb), bool(rev), bool(manual), int(gear))
@@ -164,7 +164,7 @@ class WalkerControl:
     jump: bool = False
 
     @classmethod
-    def from_msg(cls, msg) -> "WalkerControl":
+    def from_msg(cls, msg) -> WalkerControl:
         direction, speed, jump = msg
         return cls(vector3(direction), max(float(speed), 0.0), bool(jump))
 

@@ -4,7 +4,7 @@ attributes. It sits below both modules, so the cameras subclass it without impor
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 
 def number(attribute: Callable[[str, str], str], name: str, default: str) -> float:

@@ -1,14 +1,14 @@
 """Server-side sensors that are not cameras: collision events, GNSS and IMU measurements.
 
 Each model turns the world after a tick into zero or more stream payloads (header + data) in the layouts
-of LibCarla's serializers (msgpack arrays after the 48-byte header). `sensor.other.lane_invasion` is computed by the client from the map, so the
-server only hosts its actor and streams nothing.
+of LibCarla's serializers (msgpack arrays after the 48-byte header). `sensor.other.lane_invasion` is computed
+by the client from the map, so the server only hosts its actor and streams nothing.
 """
 from __future__ import annotations
 
 import math
 import re
-from typing import Callable
+from collections.abc import Callable
 
 import msgpack
 import numpy as np

@@ -16,7 +16,7 @@ class TrafficLight:
     actor_id: int
     sign_id: str  # the OpenDRIVE signal id
     pole_index: int
-    group: "LightGroup | None" = None
+    group: LightGroup | None = None
     state: int = RED
     elapsed: float = 0.0
     green_time: float = 10.0

@@ -27,7 +27,7 @@ ASYNC_TICK_SECONDS = 0.05  # wall-clock period of the self-ticking loop in async
 
 
 class RpcProtocol(asyncio.Protocol):
-    def __init__(self, server: "SimulatorServer"):
+    def __init__(self, server: SimulatorServer):
         self.server = server
         self.unpacker = msgpack.Unpacker(raw=False, strict_map_key=False)
         self.transport: asyncio.Transport | None = None
@@ -59,7 +59,7 @@ class RpcProtocol(asyncio.Protocol):
 class StreamProtocol(asyncio.Protocol):
     _ID = struct.Struct("<I")
 
-    def __init__(self, server: "SimulatorServer"):
+    def __init__(self, server: SimulatorServer):
         self.server = server
         self.buffer = b""
         self.stream_id: int | None = None

@@ -19,9 +19,22 @@ from . import collision, physics
 from .blueprints import BY_ID, SPECTATOR, TRAFFIC_LIGHT, Blueprint
 from .geometry import compose, relative_to, rotation_matrix
 from .protocol import (
-    ACTOR_DYNAMIC_STATE, ACTOR_STATE_ACTIVE, ATTR_STRING, EPISODE_HEADER, EPISODE_STATE_TYPE_ID,
-    SIM_STATE_MAP_CHANGE, SIM_STATE_NONE, WORLD_OBSERVER_STREAM, EpisodeSettings, Transform, VehicleControl,
-    WalkerControl, Weather, bounding_box_msg, sensor_header, stream_token,
+    ACTOR_DYNAMIC_STATE,
+    ACTOR_STATE_ACTIVE,
+    ATTR_STRING,
+    EPISODE_HEADER,
+    EPISODE_STATE_TYPE_ID,
+    SIM_STATE_MAP_CHANGE,
+    SIM_STATE_NONE,
+    WORLD_OBSERVER_STREAM,
+    EpisodeSettings,
+    Transform,
+    VehicleControl,
+    WalkerControl,
+    Weather,
+    bounding_box_msg,
+    sensor_header,
+    stream_token,
 )
 from .sensor_model import SensorModel
 from .sensors import geo_reference, make_sensor_model
@@ -57,7 +70,7 @@ class Actor:
     velocity: np.ndarray = field(default_factory=lambda: np.zeros(3))
     angular_velocity: np.ndarray = field(default_factory=lambda: np.zeros(3))  # deg/s
     acceleration: np.ndarray = field(default_factory=lambda: np.zeros(3))
-    parent: "Actor | None" = None
+    parent: Actor | None = None
     relative: np.ndarray | None = None  # transform relative to the parent
     simulate_physics: bool = True
     collisions_enabled: bool = True
@@ -386,7 +399,8 @@ class World:
 
     # ------------------------------------------------------------------------------------- traffic lights
     def _trigger_volumes(self) -> tuple[list[Actor], np.ndarray, np.ndarray, np.ndarray]:
-        """Traffic-light actors with their trigger boxes in the world frame: centres (L, 2), yaws (L,), extents (L, 2)."""
+        """Traffic-light actors with their trigger boxes in the world frame: centres (L, 2), yaws (L,),
+        extents (L, 2)."""
         if self._volumes is None:
             lights = [a for a in self.actors.values() if a.trigger_volume is not None]
             centers = [compose(a.transform, np.array([*a.trigger_volume[0], 0.0, 0.0, 0.0]))[:2] for a in lights]

@@ -9,13 +9,16 @@ import torch.nn.functional as F
 
 from agent.model import DrivingNet, ModelConfig
 
-TINY = ModelConfig(image_height=32, image_width=64, patch_size=8, dim=64, heads=2, encoder_layers=1, fusion_layers=1)
+# conf/model/bitnet_tiny.yaml: the default architecture (32x64 cameras, 8x8 patches, 2x2 merge) at dim 32, with
+# one block per camera and one across cameras so that both paths are tested
+TINY = ModelConfig(image_height=32, image_width=64, patch_size=8, stem_dim=32, merge=2, dim=32, heads=1,
+                   encoder_layers=1, fusion_layers=1)
 
 
-def tiny_batch(samples: int = 4, seed: int = 0) -> dict[str, torch.Tensor]:
-    """A few random camera frames with distinct, learnable targets (waypoints, target speed, current speed)."""
+def tiny_batch(samples: int = 4, seed: int = 0, cfg: ModelConfig = TINY) -> dict[str, torch.Tensor]:
+    """A few random camera frames with distinct, learnable targets (waypoints, target speed, current speed,
+    brake)."""
     generator = torch.Generator().manual_seed(seed)
-    cfg = TINY
     return {
         "cameras": torch.randint(0, 256, (samples, cfg.cameras, cfg.image_height, cfg.image_width, 3), generator=generator, dtype=torch.uint8),
         "speed": torch.rand(samples, 1, generator=generator) * 8,
@@ -23,6 +26,7 @@ def tiny_batch(samples: int = 4, seed: int = 0) -> dict[str, torch.Tensor]:
         "command": torch.randint(1, 7, (samples,), generator=generator),
         "waypoints": torch.cumsum(torch.rand(samples, cfg.waypoints, 2, generator=generator) * torch.tensor([3.0, 1.0]), dim=1),
         "target_speed": torch.rand(samples, generator=generator) * 8,
+        "brake": torch.arange(samples) % 2 * 1.0,
     }
 
 
@@ -32,6 +36,7 @@ def imitation_loss(net: DrivingNet, batch: dict[str, torch.Tensor]) -> torch.Ten
         F.l1_loss(out["waypoints"], batch["waypoints"])
         + F.l1_loss(out["target_speed"], batch["target_speed"])
         + F.l1_loss(out["speed"], batch["speed"].squeeze(-1))
+        + F.binary_cross_entropy_with_logits(out["brake"], batch["brake"])
     )
 
 

@@ -122,8 +122,8 @@ def test_modified_bytes_fail_the_checksum(exported: Path) -> None:
 
 
 def test_other_format_version_is_refused(exported: Path) -> None:
-    _rewrite(exported, format_version="2")
-    with pytest.raises(WeightFileError, match="format_version is '2'.*re-export"):
+    _rewrite(exported, format_version="1")  # the first architecture (one patch embedding, no brake head)
+    with pytest.raises(WeightFileError, match="format_version is '1'.*re-export"):
         load_packed(exported)
 
 
@@ -144,7 +144,7 @@ def test_config_that_does_not_match_the_tensors_is_refused(exported: Path) -> No
 def test_invalid_ternary_code_is_refused(exported: Path) -> None:
     with safe_open(str(exported), framework="pt") as handle:
         tensors = {name: handle.get_tensor(name) for name in handle.keys()}
-    tensors["patch_embed.weight.codes"][0] = 0xFF
+    tensors["stem.weight.codes"][0] = 0xFF
     _rewrite(exported, tensors)
-    with pytest.raises(WeightFileError, match="patch_embed.weight.codes: .*code 3"):
+    with pytest.raises(WeightFileError, match="stem.weight.codes: .*code 3"):
         load_packed(exported)

@@ -8,16 +8,23 @@ import sys
 import pytest
 import torch
 
+from pathlib import Path
+
+import yaml
+
 from agent.bitlinear import BitLinear, weight_quant
 from agent.export import load_packed, export_packed, pack_ternary
-from agent.model import DrivingNet
+from agent.model import Block, DrivingNet, ModelConfig
 from agent.runtime import NETWORK_TOLERANCE, TOLERANCE, PackedBitLinear, kernel_isa, load_kernel
-from conftest import tiny_batch
+from conftest import LR, overfit, tiny_batch
+
+DEFAULT = ModelConfig.from_dict(
+    yaml.safe_load((Path(__file__).resolve().parents[2] / "conf/model/bitnet_small.yaml").read_text())["net"]
+)
 
 
 @pytest.mark.parametrize("rows, in_features, out_features", [(1, 32, 32), (7, 192, 96), (257, 768, 192), (256, 64, 576)])
 def test_packed_layer_matches_the_fake_quant_layer(rows: int, in_features: int, out_features: int) -> None:
-    load_kernel()
     torch.manual_seed(rows)
     layer = BitLinear(in_features, out_features, "ternary")
     with torch.no_grad():
@@ -45,6 +52,37 @@ def test_packed_network_matches_the_training_graph(trained_tiny: DrivingNet, tmp
             assert error <= NETWORK_TOLERANCE * expected[name].abs().max(), (seed, name)
 
 
+def test_the_default_network_on_the_packed_runtime_matches_its_training_graph(tmp_path) -> None:
+    """End to end on conf/model/bitnet_small (the stem, the patch merge, the fusion block, every head), after a
+    short overfit so that the weights are not random (a random network amplifies float-rounding flips)."""
+    torch.manual_seed(0)
+    net = DrivingNet(DEFAULT)
+    overfit(net, tiny_batch(4, cfg=DEFAULT), 40, LR["ternary"])
+    net.eval()
+    runtime = load_packed(export_packed(net, tmp_path / "policy.safetensors"))
+    for seed in range(3):
+        batch = tiny_batch(4, seed=seed, cfg=DEFAULT)
+        inputs = (batch["cameras"], batch["speed"], batch["target_point"], batch["command"])
+        with torch.inference_mode():
+            expected, found = net(*inputs), runtime(*inputs)
+        assert set(found) == {"waypoints", "target_speed", "speed", "brake"}
+        for name in expected:
+            error = (found[name] - expected[name]).abs().max()
+            assert error <= NETWORK_TOLERANCE * expected[name].abs().max(), (seed, name)
+
+
+def test_the_runtime_runs_the_training_blocks_with_packed_layers(trained_tiny: DrivingNet, tmp_path) -> None:
+    """One forward: the runtime's blocks are `Block` itself (no subclass, no class swap), its projections
+    `PackedBitLinear` submodules holding only packed codes and norm gains."""
+    runtime = load_packed(export_packed(trained_tiny, tmp_path / "policy.safetensors"))
+    blocks = [m for m in runtime.modules() if isinstance(m, Block)]
+    assert blocks and all(type(block) is Block for block in blocks)
+    assert not any(isinstance(m, BitLinear) for m in runtime.modules())
+    packed = [name for name, m in runtime.named_modules() if isinstance(m, PackedBitLinear)]
+    assert {"stem", "merge", "encoder.0.qkv", "fusion.0.down"} <= set(packed)
+    assert all(not name.endswith(("qkv.weight", "stem.weight")) for name, _ in runtime.named_parameters())
+
+
 def test_relayout_puts_every_code_where_the_kernel_reads_it() -> None:
     from agent.export import unpack_ternary
     from agent.runtime import relayout
@@ -62,7 +100,6 @@ def test_relayout_puts_every_code_where_the_kernel_reads_it() -> None:
 
 
 def test_fused_epilogues_equal_the_separate_float_operations() -> None:
-    load_kernel()
     torch.manual_seed(1)
     layer = BitLinear(192, 96, "ternary")
     codes, scale = weight_quant(layer.weight.detach())

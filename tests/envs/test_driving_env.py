@@ -92,7 +92,8 @@ def test_every_image_belongs_to_the_tick_it_is_returned_with(env):
     handles = env.privileged
     mount = env.rig.cameras[0]
     bp = handles.world.get_blueprint_library().find("sensor.camera.rgb")
-    for key, value in (("image_size_x", env.rig.image_size_x), ("image_size_y", env.rig.image_size_y), ("fov", mount.fov)):
+    for key, value in (("image_size_x", env.rig.image_size_x), ("image_size_y", env.rig.image_size_y),
+                       ("fov", mount.fov)):
         bp.set_attribute(key, str(value))
     twin = handles.world.spawn_actor(bp, carla.Transform(carla.Location(mount.x, mount.y, mount.z),
                                                          carla.Rotation(mount.pitch, mount.yaw, mount.roll)),

@@ -18,7 +18,8 @@ def test_preview_writes_a_png_at_the_trigger_and_a_playable_mp4(tmp_path, capsys
     png, mp4 = tmp_path / "jaywalker_parked_van-3.png", tmp_path / "jaywalker_parked_van-3.mp4"
     assert f"wrote {png} and {mp4}" in capsys.readouterr().out
     picture = cv2.imread(str(png))
-    assert picture is not None and picture.ndim == 3 and picture.shape[1] > 64 and picture.std() > 5.0  # camera + bird's eye
+    # cameras and the bird's-eye view
+    assert picture is not None and picture.ndim == 3 and picture.shape[1] > 64 and picture.std() > 5.0
     video = cv2.VideoCapture(str(mp4))
     try:
         assert video.isOpened()

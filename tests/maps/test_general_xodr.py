@@ -24,7 +24,8 @@ _XODR = """<?xml version="1.0"?>
    <left><lane id="1" type="driving"><width sOffset="0" a="3" b="0.01" c="0" d="0"/></lane></left>
    <center><lane id="0" type="none"/></center>
    <right>
-    <lane id="-1" type="driving"><width sOffset="0" a="3.2" b="0" c="0" d="0"/><width sOffset="30" a="3.2" b="0.02" c="-0.0003" d="0"/></lane>
+    <lane id="-1" type="driving"><width sOffset="0" a="3.2" b="0" c="0" d="0"/>
+      <width sOffset="30" a="3.2" b="0.02" c="-0.0003" d="0"/></lane>
     <lane id="-2" type="sidewalk"><width sOffset="0" a="2" b="0" c="0" d="0"/></lane>
    </right>
   </laneSection>

@@ -51,7 +51,8 @@ def test_lanes_sampling_for_rendering() -> None:
         assert (lane.junction_id != -1) == (lane.road_id >= 1000)
     sidewalks = [lane for lane in lanes if lane.lane_type == "sidewalk"]
     assert all(lane.height > 0 for lane in sidewalks)
-    marks = {(lane.inner_mark, lane.outer_mark) for lane in lanes if lane.lane_type == "driving" and lane.junction_id == -1}
+    marks = {(lane.inner_mark, lane.outer_mark) for lane in lanes
+             if lane.lane_type == "driving" and lane.junction_id == -1}
     assert ("broken", "solid") in marks
     straight = {lane.inner_mark for lane in load_network("straight").lanes()}
     assert {"solid solid", "broken"} <= straight

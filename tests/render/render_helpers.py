@@ -1,4 +1,5 @@
-"""Helpers for the camera tests (imported by name: tests are not a package): an ego on a straight road of `town` and actors placed relative to it."""
+"""Helpers for the camera tests (imported by name: tests are not a package): an ego on a straight road of `town`
+and actors placed relative to it."""
 from __future__ import annotations
 
 import math

@@ -9,7 +9,15 @@ import pytest
 from envs.maps.geometry import wrap_angle
 from envs.rig import load_rig
 
-from render_helpers import SEMANTIC_CAR, SEMANTIC_PEDESTRIAN, SEMANTIC_ROAD, SEMANTIC_TRUCK, depth_metres, focal, semantic
+from render_helpers import (
+    SEMANTIC_CAR,
+    SEMANTIC_PEDESTRIAN,
+    SEMANTIC_ROAD,
+    SEMANTIC_TRUCK,
+    depth_metres,
+    focal,
+    semantic,
+)
 
 FORWARD = ("front_wide", "front_main", "front_narrow")
 TARGET = "vehicle.lincoln.mkz_2020"

@@ -9,13 +9,13 @@ import carla
 import numpy as np
 import pytest
 
+from control import SpeedController, pure_pursuit
 from envs.server.launch import launch
 from scenarios.compile import draw, load_scenario, validate_file, weather_of
 from scenarios.distributions import Choice, parse_distribution
 from scenarios.engine import ScenarioRun
-from scenarios.suites import load_suite
-from control import SpeedController, pure_pursuit
 from scenarios.schema import WEATHER_FIELDS
+from scenarios.suites import load_suite
 from scenarios.triggers import MIN_SPEED_FOR_TTA
 
 # Grouped by map: every map switch is a client-side episode change, so fewer switches make a faster,
@@ -191,7 +191,8 @@ def _drive(client: carla.Client, path: Path, seed: int, suite: str | None = None
                 positions[name].append((loc.x, loc.y))
                 dx, dy = loc.x - t.location.x, loc.y - t.location.y
                 along, across = dx * forward.x + dy * forward.y, -dx * forward.y + dy * forward.x
-                blocked |= EGO_ALONGSIDE_M < along < EGO_STOP_GAP_M + EGO_STOP_HEADWAY_S * v and abs(across) < EGO_LANE_HALF_M
+                blocked |= (EGO_ALONGSIDE_M < along < EGO_STOP_GAP_M + EGO_STOP_HEADWAY_S * v
+                            and abs(across) < EGO_LANE_HALF_M)
                 if name in vehicles:
                     waypoint = world_map.get_waypoint(loc, project_to_road=False)
                     in_junction[name].append(waypoint is not None and waypoint.is_junction)

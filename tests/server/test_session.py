@@ -113,8 +113,8 @@ def test_batch_spawn_and_destroy(client, world):
     points = world.get_map().get_spawn_points()[:20]
     command = carla.command
     responses = client.apply_batch_sync(
-        [command.SpawnActor(library.find("vehicle.audi.a2"), p).then(command.SetSimulatePhysics(command.FutureActor, False))
-         for p in points], True)
+        [command.SpawnActor(library.find("vehicle.audi.a2"), p)
+         .then(command.SetSimulatePhysics(command.FutureActor, False)) for p in points], True)
     assert [r.error for r in responses] == [""] * 20
     ids = [r.actor_id for r in responses]
     assert set(ids) <= {a.id for a in world.get_actors()}

@@ -40,12 +40,12 @@ class BoxSet:
         return len(self.center)
 
     @staticmethod
-    def empty() -> "BoxSet":
+    def empty() -> BoxSet:
         return BoxSet(np.zeros((0, 3)), np.zeros((0, 3, 3)), np.zeros((0, 3)), np.zeros((0, 6, 3), np.float32),
                       np.zeros((0, 6), np.uint8), np.zeros((0, 6), bool))
 
     @staticmethod
-    def concat(sets: list["BoxSet"]) -> "BoxSet":
+    def concat(sets: list[BoxSet]) -> BoxSet:
         sets = [s for s in sets if len(s)]
         if not sets:
             return BoxSet.empty()

@@ -2,7 +2,7 @@
 system C compiler on first use and loaded with ctypes, which releases the GIL while it runs, so cameras render
 on several threads.
 
-The shared library is cached by the source's digest in `cache_dir()` (``$SLIMDRIVE_KERNEL_DIR``, default
+The shared library is cached by the source's digest in `native.cache_dir()` (``$SLIMDRIVE_KERNEL_DIR``, default
 ``<tmp>/slimdrive-kernels-<uid>``, where the policy's kernel is cached too); building takes about a second.
 Threads wait for one build; processes that start at once each build under a private name and rename it in.
 """
@@ -12,7 +12,6 @@ import ctypes
 import hashlib
 import os
 import shutil
-import stat
 import subprocess
 import tempfile
 import threading
@@ -20,26 +19,14 @@ from pathlib import Path
 
 import numpy as np
 
+from native import cache_dir  # the one private cache for all compiled code (the policy's kernel too)
+
 SOURCE = Path(__file__).with_name("zbuffer.c")
 # -ffast-math vectorises the fog pass's expf. It is given when compiling only: linking a shared library with it
 # would add crtfastmath.o, which flushes denormals to zero in the whole process that loads the library.
 CFLAGS = ["-O3", "-ffast-math", "-fPIC", "-std=c11"]
 _LOCK = threading.Lock()
 _LIBRARY: ctypes.CDLL | None = None
-
-
-def cache_dir() -> Path:
-    """Where compiled code is cached: ``$SLIMDRIVE_KERNEL_DIR`` or ``<tmp>/slimdrive-kernels-<uid>``, created
-    private to this user; a folder that another user owns or can write to is refused (it could plant code)."""
-    default = Path(tempfile.gettempdir()) / f"slimdrive-kernels-{os.getuid()}"
-    path = Path(os.environ.get("SLIMDRIVE_KERNEL_DIR", default))
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    info = path.stat()
-    if info.st_uid != os.getuid() or info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-        raise RuntimeError(f"the compiled-code cache {path} is not private to this user (owner uid {info.st_uid}, "
-                           f"mode {oct(info.st_mode & 0o777)}): remove it, or set SLIMDRIVE_KERNEL_DIR to a folder "
-                           "of your own")
-    return path
 
 
 def _build(target: Path) -> None:

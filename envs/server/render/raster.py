@@ -94,7 +94,7 @@ class Faces:
     tag: np.ndarray  # (F + 1,) uint8
 
     @staticmethod
-    def of(boxes: BoxSet) -> "Faces":
+    def of(boxes: BoxSet) -> Faces:
         pad = lambda table, first: np.concatenate([np.asarray(first, table.dtype)[None], table])  # noqa: E731
         normal = boxes.normals().reshape(-1, 3)
         return Faces(pad(normal, (0.0, 0.0, 1.0)), pad(boxes.color.reshape(-1, 3), (0, 0, 0)),

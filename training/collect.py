@@ -1,0 +1,245 @@
+"""`slimdrive collect suite=train agent=expert out=data/train`: record driving logs.
+
+Every scenario x seed of a suite is driven through the one rollout loop (`envs.rollout`) under the compute
+budget, by any agent the registry makes; the privileged expert labels every step (for `agent=expert` its own
+answer is the label). A `Recorder` observer turns each step into a log row (the eight camera images, ego
+state, route command and target point, the applied control, the expert's control, plan and braking reason,
+scenario events, infractions, every actor's pose) and commits the episode through `training.logs` when it
+ends: written to a temporary name, renamed, then one manifest line with its checksum.
+
+Resume: rerunning the same command removes leftovers of a killed run and skips committed episodes; an episode
+the simulator failed is not committed and runs again next time. `workers=N` runs N processes, each with its own
+simulator; each episode is decided by its seed alone, so the set of episodes equals a sequential run's.
+`noise.share` of the episodes get triangular steering and speed perturbations (`training.noise`).
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+import multiprocessing
+import multiprocessing.util
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+from tqdm import tqdm
+
+from agent.registry import make_agent
+from envs.budget import BudgetConfig, ComputeBudget
+from envs.driving_env import DrivingEnv
+from envs.provenance import code_version
+from envs.rollout import Observer, Step, rollout
+from scenarios.errors import ScenarioError
+from scenarios.suites import Episode, load_suite
+
+from .logs.writer import EpisodeWriter, cleanup_leftovers, committed_keys
+from .noise import NoiseConfig, TriangularNoise, noisy_episode
+
+RECORDED_KINDS = ("vehicle", "walker", "static")
+
+
+def log_key(episode: Episode) -> str:
+    """The episode's name in a log folder (its file name and manifest key)."""
+    return f"{episode.scenario.scenario.name}-s{episode.seed}"
+
+
+class Recorder(Observer):
+    """Writes the episode it watches as one log file under `root`; adds ``log`` (the file name) to the record.
+    An episode the simulator failed is left uncommitted, so that a rerun collects it again."""
+
+    def __init__(self, root: Path, episode: Episode, agent_name: str, noise: NoiseConfig | None) -> None:
+        self.root, self.episode, self.agent_name, self.noise = root, episode, agent_name, noise
+
+    def on_reset(self, env: DrivingEnv, obs, info) -> None:
+        priv = env.unwrapped.privileged
+        self.world, self.ego_id = priv.world, priv.ego.id
+        self.types: dict[int, tuple[str, str]] = {}  # actor id -> (type_id, colour attribute)
+        # a re-render sets every light as recorded: the lights' own cycle may have been changed by the scenario
+        self.lights = sorted(self.world.get_actors().filter("traffic.traffic_light"), key=lambda a: a.id)
+        self.events_seen = 0
+        self.writer = EpisodeWriter(self.root, log_key(self.episode), self._metadata(env, priv.ego))
+        self.state = self._state(self.world.get_snapshot())
+
+    def _metadata(self, env: DrivingEnv, ego) -> dict[str, Any]:
+        run = env.unwrapped.privileged.scenario
+        file = Path(self.episode.scenario.file)
+        weather = self.world.get_weather()
+        rig = env.rig
+        return {
+            "scenario": run.name, "scenario_file": str(file),
+            "scenario_sha256": hashlib.sha256(file.read_bytes()).hexdigest(), "seed": self.episode.seed,
+            "parameters": {k: float(v) for k, v in run.parameters.items()},
+            "weather": {"name": run.weather_name,
+                        **{k: float(getattr(weather, k)) for k in dir(weather)
+                           if not k.startswith("_") and isinstance(getattr(weather, k), (int, float))}},
+            "map": run.map_name if isinstance(run.map_name, str) else str(run.map_name),
+            "rig": {"name": rig.name, "cameras": [
+                {"name": c.name, "width": rig.image_size_x, "height": rig.image_size_y, "fov": c.fov,
+                 "x": c.x, "y": c.y, "z": c.z, "roll": c.roll, "pitch": c.pitch, "yaw": c.yaw}
+                for c in rig.cameras]},
+            "fixed_delta_seconds": env.fixed_delta_seconds, "agent": self.agent_name,
+            "noise": None if self.noise is None else {k: v for k, v in vars(self.noise).items()},
+            "code_version": code_version(), "simulator": env.endpoint,
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "ego_blueprint": ego.type_id, "ego_color": ego.attributes.get("color", ""),
+            "traffic_lights": [light_pose(light) for light in self.lights],
+        }
+
+    def _state(self, snapshot) -> dict[str, Any]:
+        """The ego's state and every recorded actor's pose at `snapshot` (the moment an observation shows)."""
+        unknown = [a.id for a in snapshot if a.id not in self.types]
+        if unknown:  # type and colour are fixed at spawn: asked once per actor
+            for actor in self.world.get_actors(unknown):
+                self.types[actor.id] = (actor.type_id, actor.attributes.get("color", ""))
+            self.types.update({i: ("", "") for i in unknown if i not in self.types})
+        ego = snapshot.find(self.ego_id)
+        t, v, a = ego.get_transform(), ego.get_velocity(), ego.get_acceleration()
+        actors = []
+        for actor in snapshot:
+            type_id, color = self.types[actor.id]
+            if actor.id == self.ego_id or type_id.split(".")[0] not in RECORDED_KINDS:
+                continue
+            at, av = actor.get_transform(), actor.get_velocity()
+            actors.append({"id": actor.id, "type_id": type_id, "color": color, "x": at.location.x,
+                           "y": at.location.y, "z": at.location.z, "roll": at.rotation.roll,
+                           "pitch": at.rotation.pitch, "yaw": at.rotation.yaw, "vx": av.x, "vy": av.y, "vz": av.z})
+        return {"frame": snapshot.frame, "time_s": snapshot.timestamp.elapsed_seconds,
+                "ego": {"location": (t.location.x, t.location.y, t.location.z),
+                        "rotation": (t.rotation.roll, t.rotation.pitch, t.rotation.yaw),
+                        "velocity": (v.x, v.y, v.z), "acceleration": (a.x, a.y, a.z),
+                        "speed": math.sqrt(v.x * v.x + v.y * v.y + v.z * v.z)},
+                "actors": actors,
+                # the client's copy of the latest tick's state (the snapshot's frame): no request per light
+                "light_states": [int(light.state) for light in self.lights]}
+
+    def on_step(self, env: DrivingEnv, step: Step) -> None:
+        if step.info["failure"]:
+            return
+        plan = step.plan
+        events = env.unwrapped.privileged.scenario.events
+        new_events = [{"frame": e.frame, "actor": e.actor, "step": e.step, "primitive": e.primitive,
+                       "what": e.what} for e in events[self.events_seen:]]
+        self.events_seen = len(events)
+        label = step.label if step.label is not None else step.action
+        self.writer.add({
+            **self.state,
+            "cameras": step.obs["cameras"],
+            "command": int(step.obs["command"]),
+            "target_point": np.asarray(step.obs["target_point"], np.float32),
+            "control": np.asarray(step.action, np.float32),
+            "expert": np.asarray(label, np.float32),
+            "waypoints": plan.waypoints, "target_speed": plan.target_speed, "brake": plan.brake,
+            "hazard_kind": plan.hazard_kind, "hazard_actor": plan.hazard_actor, "light_state": plan.light_state,
+            "perturbed": step.perturbed,
+            "events": new_events,
+            "infractions": list(step.info["new_infractions"]),
+        })
+        self.state = self._state(self.world.get_snapshot())
+
+    def on_end(self, env: DrivingEnv, record: dict) -> None:
+        if record["failure"]:
+            record["log"] = None
+            return
+        record["log"] = self.writer.commit()
+
+
+def light_pose(light) -> dict[str, float]:
+    """A traffic light's metadata entry: its id and pose, by which a re-render finds the same light."""
+    t = light.get_transform()
+    return {"id": light.id, "x": t.location.x, "y": t.location.y, "z": t.location.z, "yaw": t.rotation.yaw}
+
+
+# ------------------------------------------------------------------------------------------ collection
+class Collector:
+    """One simulator, agent and expert, collecting episodes one after another (a worker's whole state)."""
+
+    def __init__(self, cfg: DictConfig) -> None:
+        self.cfg = cfg
+        self.out = Path(cfg.out)
+        _, self.episodes = load_suite(str(cfg.suite))
+        self.env = DrivingEnv(cfg.env)
+        self.agent = make_agent(str(cfg.agent), self.env, cfg)
+        self.teacher = self.agent if cfg.agent == "expert" else make_agent("expert", self.env, cfg)
+        self.budget = ComputeBudget(BudgetConfig.from_cfg(cfg.budget), self.env.fixed_delta_seconds)
+        self.budget.check(self.agent.footprint())
+        noise = OmegaConf.to_container(cfg.noise)
+        self.noise = NoiseConfig.from_dict({**noise, "dt": self.env.fixed_delta_seconds})
+
+    def collect(self, index: int, observers: Sequence[Observer] = ()) -> dict:
+        """Drive and record the suite's episode `index`, watched also by `observers` (after the recorder);
+        returns its episode record (with ``log``)."""
+        episode = self.episodes[index]
+        noisy = noisy_episode(episode.key, self.noise.share)
+        recorder = Recorder(self.out, episode, str(self.cfg.agent), self.noise if noisy else None)
+        max_steps = self.cfg.get("max_steps")
+        return rollout(self.env, self.agent, self.budget, episode, observers=[recorder, *observers],
+                       teacher=self.teacher, perturb=TriangularNoise(self.noise) if noisy else None,
+                       max_steps=int(max_steps) if max_steps else None)
+
+    def close(self) -> None:
+        self.env.close()
+
+
+_worker: Collector | None = None
+
+
+def _start_worker(cfg_yaml: str) -> None:
+    global _worker
+    _worker = Collector(OmegaConf.create(cfg_yaml))
+    # a pool worker ends through multiprocessing's exit path, which runs finalizers but not atexit handlers
+    multiprocessing.util.Finalize(_worker, _worker.close, exitpriority=10)
+
+
+def _collect_in_worker(index: int) -> dict:
+    return _worker.collect(index)
+
+
+def run(cfg: DictConfig) -> int:
+    try:
+        suite, episodes = load_suite(str(cfg.suite))
+    except ScenarioError as exc:
+        print(f"slimdrive collect: {exc}")
+        return 2
+    if cfg.limit:
+        episodes = episodes[: int(cfg.limit)]
+    out = Path(cfg.out or f"data/{suite}")
+    out.mkdir(parents=True, exist_ok=True)
+    cfg = OmegaConf.merge(cfg, {"out": str(out)})
+    for leftover in cleanup_leftovers(out):
+        print(f"removed leftover {leftover} (an episode interrupted before its commit)")
+    done = committed_keys(out)
+    # Seed by seed, so that a collection stopped early still covers every scenario; grouped by map within a
+    # seed (each map switch reloads the world).
+    todo = sorted((i for i, e in enumerate(episodes) if log_key(e) not in done),
+                  key=lambda i: (episodes[i].seed, str(episodes[i].scenario.scenario.map)))
+    if done:
+        print(f"resuming: {len(done)} episodes already committed in {out}, {len(todo)} to collect")
+    failed = []
+    with tqdm(total=len(todo), desc=f"collect {suite}", unit="episode") as bar:
+        def finished(record: dict) -> None:
+            if record["log"] is None:
+                failed.append(f"{record['scenario']}#{record['seed']}: {record['failure']}")
+            bar.set_postfix_str(f"{record['scenario']}#{record['seed']} {record['steps']} steps")
+            bar.update()
+
+        workers = int(cfg.workers)
+        if workers <= 1:
+            collector = Collector(cfg)
+            try:
+                for index in todo:
+                    finished(collector.collect(index))
+            finally:
+                collector.close()
+        else:
+            # spawn, not fork: a forked worker inherits the parent's CARLA clients and hangs freeing them
+            with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                     initializer=_start_worker, initargs=(OmegaConf.to_yaml(cfg),)) as pool:
+                for future in as_completed([pool.submit(_collect_in_worker, i) for i in todo]):
+                    finished(future.result())
+    for line in failed:
+        print(f"not committed (the simulator failed; rerun to collect it): {line}")
+    print(f"wrote {len(committed_keys(out))} episodes to {out} (manifest {out / 'manifest.jsonl'})")
+    return 1 if failed else 0
