@@ -90,7 +90,9 @@ def fake_quant(x: torch.Tensor, weights: bool = False) -> torch.Tensor:
 
 
 class RMSNorm(nn.Module):
-    """Root-mean-square norm with a learned gain (kept in full precision)."""
+    """Root-mean-square norm with a learned gain (kept in full precision). Written out rather than
+    `F.rms_norm`: on a CPU at batch 1 (the heads' norms of a driving step) torch's fused op took ~36 us a call
+    against ~20 us for these five ops, and training at batch 64 measured the same either way."""
 
     def __init__(self, dim: int, eps: float = 1e-6) -> None:
         super().__init__()
@@ -98,7 +100,7 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.rms_norm(x, (x.shape[-1],), self.weight, self.eps)
+        return x * torch.rsqrt(x.square().mean(dim=-1, keepdim=True) + self.eps) * self.weight
 
 
 class BitLinear(nn.Module):

@@ -62,33 +62,38 @@ int32_t hsum_epi32(__m256i v) {
   return _mm_cvtsi128_si32(s);
 }
 
-// One token: RMSNorm with gain, then absmax quantization to int8 (round half to even, like torch.round).
+// One token: RMSNorm with gain, then absmax quantization to int8 (round half to even, like torch.round: the
+// conversion rounds in the default MXCSR mode). The norm's 1/rms folds into the quantization scale, so the row is
+// read three times (squares, absmax of x * gain, codes) and each value is multiplied twice. No clamp is needed:
+// |x * gain| <= absmax, so |code| <= 127 (a product that float rounding puts a hair above 127 converts to 127).
+// k is a multiple of 32: 32 codes are packed and stored at a time.
 void norm_quantize_row(const float* x, const float* gain, int64_t k, float eps, int8_t* q, int32_t* q_sum,
                        float* dequant) {
-  __m256 sq = _mm256_setzero_ps();
-  for (int64_t i = 0; i < k; i += 8) {
-    const __m256 v = _mm256_loadu_ps(x + i);
-    sq = _mm256_fmadd_ps(v, v, sq);
-  }
-  const __m256 inv_rms = _mm256_set1_ps(1.0f / std::sqrt(hsum_ps(sq) / static_cast<float>(k) + eps));
+  __m256 sq0 = _mm256_setzero_ps(), sq1 = _mm256_setzero_ps();
   const __m256 sign_bit = _mm256_set1_ps(-0.0f);
-  __m256 amax = _mm256_setzero_ps();
-  for (int64_t i = 0; i < k; i += 8) {
-    const __m256 v = _mm256_mul_ps(_mm256_mul_ps(_mm256_loadu_ps(x + i), inv_rms), _mm256_loadu_ps(gain + i));
-    amax = _mm256_max_ps(amax, _mm256_andnot_ps(sign_bit, v));
+  __m256 amax0 = _mm256_setzero_ps(), amax1 = _mm256_setzero_ps();
+  for (int64_t i = 0; i < k; i += 16) {
+    const __m256 v0 = _mm256_loadu_ps(x + i), v1 = _mm256_loadu_ps(x + i + 8);
+    sq0 = _mm256_fmadd_ps(v0, v0, sq0);
+    sq1 = _mm256_fmadd_ps(v1, v1, sq1);
+    amax0 = _mm256_max_ps(amax0, _mm256_andnot_ps(sign_bit, _mm256_mul_ps(v0, _mm256_loadu_ps(gain + i))));
+    amax1 = _mm256_max_ps(amax1, _mm256_andnot_ps(sign_bit, _mm256_mul_ps(v1, _mm256_loadu_ps(gain + i + 8))));
   }
-  const float scale = 127.0f / std::max(hmax_ps(amax), 1e-5f);
-  const __m256 vscale = _mm256_set1_ps(scale);
-  const __m256 lo = _mm256_set1_ps(-128.0f), hi = _mm256_set1_ps(127.0f);
+  const float inv_rms = 1.0f / std::sqrt(hsum_ps(_mm256_add_ps(sq0, sq1)) / static_cast<float>(k) + eps);
+  const float scale = 127.0f / std::max(hmax_ps(_mm256_max_ps(amax0, amax1)) * inv_rms, 1e-5f);
+  const __m256 multiplier = _mm256_set1_ps(inv_rms * scale);
+  // packs_epi32 / packs_epi16 interleave the two 128-bit lanes; this puts the four groups of 8 back in order
+  const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
   __m256i total = _mm256_setzero_si256();
-  for (int64_t i = 0; i < k; i += 8) {
-    __m256 v = _mm256_mul_ps(_mm256_mul_ps(_mm256_loadu_ps(x + i), inv_rms), _mm256_loadu_ps(gain + i));
-    v = _mm256_round_ps(_mm256_mul_ps(v, vscale), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    const __m256i c = _mm256_cvtps_epi32(_mm256_min_ps(_mm256_max_ps(v, lo), hi));
-    total = _mm256_add_epi32(total, c);
-    // int32 x 8 -> int8 x 8 (values already in range, so the saturating packs are exact)
-    const __m128i c16 = _mm_packs_epi32(_mm256_castsi256_si128(c), _mm256_extracti128_si256(c, 1));
-    _mm_storel_epi64(reinterpret_cast<__m128i*>(q + i), _mm_packs_epi16(c16, c16));
+  for (int64_t i = 0; i < k; i += 32) {
+    __m256i c[4];
+    for (int j = 0; j < 4; ++j) {
+      const __m256 v = _mm256_mul_ps(_mm256_loadu_ps(x + i + 8 * j), _mm256_loadu_ps(gain + i + 8 * j));
+      c[j] = _mm256_cvtps_epi32(_mm256_mul_ps(v, multiplier));
+    }
+    total = _mm256_add_epi32(total, _mm256_add_epi32(_mm256_add_epi32(c[0], c[1]), _mm256_add_epi32(c[2], c[3])));
+    const __m256i bytes = _mm256_packs_epi16(_mm256_packs_epi32(c[0], c[1]), _mm256_packs_epi32(c[2], c[3]));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(q + i), _mm256_permutevar8x32_epi32(bytes, order));
   }
   *q_sum = hsum_epi32(total);
   *dequant = 1.0f / scale;
@@ -241,13 +246,16 @@ at::Tensor bitlinear(const at::Tensor& x, const at::Tensor& gain, double eps, co
                 "ternary bitlinear: residual must be contiguous float32 of the output's shape (..., N)");
     res = r.data_ptr<float>();
   }
-  at::Tensor q = at::empty({m_rows, k}, x.options().dtype(at::kChar));
-  at::Tensor q_sum = at::empty({m_rows}, x.options().dtype(at::kInt));
-  at::Tensor dequant = at::empty({m_rows}, x.options());
+  // one scratch allocation per call: the int8 codes (M x K, K a multiple of 32 keeps what follows aligned), then
+  // sum(q) and the dequantization factor per token
+  at::Tensor scratch = at::empty({m_rows * (k + 8)}, x.options().dtype(at::kByte));
+  int8_t* q = reinterpret_cast<int8_t*>(scratch.data_ptr<uint8_t>());
+  int32_t* q_sum = reinterpret_cast<int32_t*>(q + m_rows * k);
+  float* dequant = reinterpret_cast<float*>(q_sum + m_rows);
   std::vector<int64_t> y_shape(x.sizes().begin(), x.sizes().end());
   y_shape.back() = n_out;
   at::Tensor y = at::empty(y_shape, x.options());
-  Operands op{q.data_ptr<int8_t>(), q_sum.data_ptr<int32_t>(), dequant.data_ptr<float>(), k, n_out,
+  Operands op{q, q_sum, dequant, k, n_out,
               static_cast<float>(w_scale), epilogue, res, y.data_ptr<float>()};
   const float* xp = x.data_ptr<float>();
   const float* gp = gain.data_ptr<float>();
@@ -260,8 +268,7 @@ at::Tensor bitlinear(const at::Tensor& x, const at::Tensor& gain, double eps, co
   {
 #pragma omp for schedule(static)
     for (int64_t r = 0; r < m_rows; ++r)
-      norm_quantize_row(xp + r * k, gp, k, static_cast<float>(eps), q.data_ptr<int8_t>() + r * k,
-                        q_sum.data_ptr<int32_t>() + r, dequant.data_ptr<float>() + r);
+      norm_quantize_row(xp + r * k, gp, k, static_cast<float>(eps), q + r * k, q_sum + r, dequant + r);
     alignas(64) uint8_t panel[PANEL * MAX_K];
 #pragma omp for schedule(static)
     for (int64_t t = 0; t < panels; ++t) {

@@ -33,8 +33,8 @@ addition belong to the layer call, so the packed runtime (`agent.runtime.PackedB
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -64,7 +64,7 @@ class ModelConfig:
     heads: int = 2
     encoder_layers: int = 0
     fusion_layers: int = 1
-    mlp_ratio: int = 2
+    mlp_ratio: int = 3
     waypoints: int = 8
 
     def __post_init__(self) -> None:
@@ -82,7 +82,7 @@ class ModelConfig:
             raise ValueError(f"model config: a ternary model needs {widths} to be multiples of 32")
 
     @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> "ModelConfig":
+    def from_dict(cls, values: Mapping[str, Any]) -> ModelConfig:
         """Build from a mapping (a Hydra ``model.net`` node or the JSON stored in a weight file)."""
         return typed_config(cls, values, "model config")
 

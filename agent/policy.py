@@ -12,8 +12,9 @@ and the full-precision twin (`DrivingPolicy(net)` with a `DrivingNet`), and a bf
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import cv2
 import numpy as np
@@ -55,7 +56,7 @@ class DrivingPolicy:
         self._footprint: Footprint | None = None
 
     @classmethod
-    def from_packed(cls, path: str | Path) -> "DrivingPolicy":
+    def from_packed(cls, path: str | Path) -> DrivingPolicy:
         """A policy on the packed ternary runtime, from a file written by `agent.export.export_packed`."""
         from agent.export import load_packed
 

@@ -156,8 +156,9 @@ def _print(figures: dict[str, Any]) -> None:
     model, m, ratios = figures["model"], figures["machine"], figures["ratios"]
     train, reading, runtime = figures["training_samples_per_s"], figures["reading"], figures["runtime"]
     print(f"slimdrive bench train ({figures['mode']}): {model['name']}, {model['cameras']} cameras at "
-          f"{reading['resolution']}, batch {figures['batch_size']}, {figures['threads']} threads on {figures['device']}, "
-          f"{m['cpu']} ({m['logical_cores']} logical cores, {m['cpu_capability']}), torch {m['torch']}")
+          f"{reading['resolution']}, batch {figures['batch_size']}, {figures['threads']} threads on "
+          f"{figures['device']}, {m['cpu']} ({m['logical_cores']} logical cores, {m['cpu_capability']}), "
+          f"torch {m['torch']}")
     print(f"  training  ternary {train['ternary']:7.1f} samples/s   fp twin {train['none']:7.1f} samples/s   "
           f"ternary/fp {ratios['ternary_vs_fp_training']:.2f}   (median of {figures['training_steps_timed']} steps "
           "each, taking turns)")

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import TINY, tiny_batch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from safetensors import safe_open
@@ -24,7 +25,6 @@ from agent.export import (
 )
 from agent.model import DrivingNet
 from agent.policy import DrivingPolicy
-from conftest import TINY, tiny_batch
 
 
 @settings(max_examples=60, deadline=None)

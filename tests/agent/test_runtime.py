@@ -4,35 +4,38 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
-
-from pathlib import Path
-
 import yaml
+from conftest import LR, overfit, tiny_batch
 
 from agent.bitlinear import BitLinear, weight_quant
-from agent.export import load_packed, export_packed, pack_ternary
+from agent.export import export_packed, load_packed, pack_ternary
 from agent.model import Block, DrivingNet, ModelConfig
 from agent.runtime import NETWORK_TOLERANCE, TOLERANCE, PackedBitLinear, kernel_isa, load_kernel
-from conftest import LR, overfit, tiny_batch
 
 DEFAULT = ModelConfig.from_dict(
     yaml.safe_load((Path(__file__).resolve().parents[2] / "conf/model/bitnet_small.yaml").read_text())["net"]
 )
 
 
-@pytest.mark.parametrize("rows, in_features, out_features", [(1, 32, 32), (7, 192, 96), (257, 768, 192), (256, 64, 576)])
+def packed_twin(layer: BitLinear) -> PackedBitLinear:
+    """The packed runtime's layer for a ternary `BitLinear` (what `agent.export` and `load_packed` make)."""
+    codes, scale = weight_quant(layer.weight.detach())
+    codes = pack_ternary(codes).view(layer.out_features, -1)
+    return PackedBitLinear(layer.norm.weight.detach(), layer.norm.eps, codes, float(1 / scale))
+
+
+@pytest.mark.parametrize("rows, in_features, out_features",
+                         [(1, 32, 32), (7, 192, 96), (257, 768, 192), (256, 64, 576)])
 def test_packed_layer_matches_the_fake_quant_layer(rows: int, in_features: int, out_features: int) -> None:
     torch.manual_seed(rows)
     layer = BitLinear(in_features, out_features, "ternary")
     with torch.no_grad():
         layer.norm.weight.uniform_(0.5, 1.5)
-    codes, scale = weight_quant(layer.weight.detach())
-    packed = PackedBitLinear(
-        layer.norm.weight.detach(), layer.norm.eps, pack_ternary(codes).view(out_features, -1), float(1 / scale)
-    )
+    packed = packed_twin(layer)
     x = torch.randn(rows, in_features) * 3
     with torch.no_grad():
         expected, found = layer(x), packed(x)
@@ -101,13 +104,19 @@ def test_relayout_puts_every_code_where_the_kernel_reads_it() -> None:
 
 def test_fused_epilogues_equal_the_separate_float_operations() -> None:
     torch.manual_seed(1)
-    layer = BitLinear(192, 96, "ternary")
-    codes, scale = weight_quant(layer.weight.detach())
-    packed = PackedBitLinear(layer.norm.weight.detach(), layer.norm.eps, pack_ternary(codes).view(96, -1), float(1 / scale))
+    packed = packed_twin(BitLinear(192, 96, "ternary"))
     x, residual = torch.randn(2, 9, 192), torch.randn(2, 9, 96)
     plain = packed(x)
     assert torch.equal(packed(x, activation="relu_square"), torch.relu(plain).square())
     assert torch.equal(packed(x, residual=residual), residual + plain)
+
+
+def test_the_kernel_refuses_what_it_cannot_compute() -> None:
+    packed = packed_twin(BitLinear(64, 32, "ternary"))
+    with pytest.raises(RuntimeError, match="x must be contiguous float32"):
+        packed(torch.randn(3, 64, dtype=torch.bfloat16))
+    with pytest.raises(RuntimeError, match="residual must be contiguous float32 of the output's shape"):
+        packed(torch.randn(3, 64), residual=torch.randn(3, 16))
 
 
 def test_every_kernel_build_this_cpu_runs_matches_the_fake_quant_layer() -> None:

@@ -46,6 +46,28 @@ def test_bench_env_quick(tmp_path):
     assert "the env costs" in printed
 
 
+def test_bench_policy_quick(tmp_path):
+    figures, printed = _bench(tmp_path, "policy", "quick=true")
+    assert figures["mode"] == "quick" and set(figures["variants"]) == {"packed", "fake_quant", "fp32", "bf16"}
+    for variant in figures["variants"].values():
+        assert 0 < variant["latency_ms_p50"] <= variant["latency_ms_p99"] and variant["network_ms_p50"] > 0
+    assert "Horowitz" in figures["energy"]["source"]
+    assert figures["goals"]["fp32_vs_packed_bytes_disk"] >= 10  # the size goal holds by construction
+    assert figures["goals"]["fp32_vs_packed_bytes_resident"] >= 10
+    assert "goals:" in printed
+
+
+def test_bench_train_quick(tmp_path):
+    figures, printed = _bench(tmp_path, "train", "quick=true")
+    assert figures["mode"] == "quick" and figures["batch_size"] == 64 and figures["model"]["name"] == "bitnet_small"
+    assert set(figures["training_samples_per_s"]) == {"ternary", "none"}
+    assert all(rate > 0 for rate in figures["training_samples_per_s"].values())
+    assert figures["reading"]["samples_per_s"] > 0 and figures["reading"]["workers"] == 2
+    assert figures["runtime"]["recorded_cameras"] == "64x128"
+    assert set(figures["ratios"]) == {"ternary_vs_fp_training", "reading_vs_ternary_training", "packed_vs_fp32_latency"}
+    assert "samples/s" in printed and "packed/fp32 latency" in printed
+
+
 def test_bench_rejects_an_unknown_override(tmp_path):
     done = subprocess.run([sys.executable, "-m", "slimdrive", "bench", "server", "tick=5"], cwd=REPO,
                           capture_output=True, text=True, timeout=60)
@@ -75,6 +97,14 @@ def test_full_bench_env(tmp_path):
     figures, printed = _bench(tmp_path, "env", timeout=FULL_TIMEOUT)
     print(printed)
     assert figures["rig"] == "tesla8" and figures["env_steps_per_s"] > 0 and figures["raw_client_steps_per_s"] > 0
+
+
+@pytest.mark.bench
+@pytest.mark.timeout(FULL_TIMEOUT)
+def test_full_bench_train(tmp_path):
+    figures, printed = _bench(tmp_path, "train", timeout=FULL_TIMEOUT)
+    print(printed)
+    assert figures["mode"] == "full" and figures["training_steps_timed"] == 60
 
 
 @pytest.mark.bench
