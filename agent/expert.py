@@ -16,7 +16,6 @@ whether and why it brakes: the hazard actor and kind, the state of the light ahe
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,14 +61,6 @@ class ExpertConfig:
     shift_ramp_m: float = 14.0  # the lateral move is spread over this distance
     idm_headway_s: float = 1.2
     idm_min_gap_m: float = 3.0
-
-    @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> ExpertConfig:
-        unknown = set(values) - set(cls.__dataclass_fields__)
-        if unknown:
-            known = sorted(cls.__dataclass_fields__)
-            raise ValueError(f"expert config: unknown keys {sorted(unknown)}; known: {known}")
-        return cls(**dict(values))
 
 
 class Expert:

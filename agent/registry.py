@@ -16,6 +16,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from agent.contract import Agent
+from envs.config import typed_config
 
 
 class AgentError(ValueError):
@@ -31,7 +32,7 @@ def make_agent(name: str, env, cfg: DictConfig | None = None) -> Agent:
         from agent.expert import Expert, ExpertConfig
 
         overrides = OmegaConf.to_container(cfg.expert) if "expert" in cfg else {}
-        return Expert(env, ExpertConfig.from_dict(overrides))
+        return Expert(env, typed_config(ExpertConfig, overrides, "expert config"))
     if name == "cruise":
         from agent.cruise import Cruise
 

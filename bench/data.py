@@ -17,8 +17,8 @@ import json
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import cv2
 import numpy as np
@@ -150,12 +150,14 @@ def _print(figures: dict) -> None:
     print(f"bench data: {c['episodes']} episode(s) of {c['suite']} by {c['agent']}, {c['steps']} steps, rig {c['rig']} "
           f"({c['cameras']} x {c['image']})")
     print(f"  collection {c['collect_steps_per_s']:.1f} steps/s per worker "
-          f"({c['collect_steps_per_s_with_reset_and_commit']:.1f} with reset and commit) against the bare simulator's "
-          f"{c['raw_steps_per_s']:.1f} ({c['raw_scene']}), taking turns: collecting costs "
-          f"{c['collect_overhead_pct']:+.1f} % ({c['collect_overhead_pct_with_reset_and_commit']:+.1f} %; goal <= 25 %)")
+          f"({c['collect_steps_per_s_with_reset_and_commit']:.1f} with reset and commit) against the bare "
+          f"simulator's {c['raw_steps_per_s']:.1f} ({c['raw_scene']}), taking turns: collecting costs "
+          f"{c['collect_overhead_pct']:+.1f} % "
+          f"({c['collect_overhead_pct_with_reset_and_commit']:+.1f} %; goal <= 25 %)")
     print(f"  storage {s['bytes_per_step']:,.0f} bytes/step ({s['bytes_per_step'] / 1024:.1f} KB; goal <= 40 KB)")
     for name, e in s["encodings"].items():
-        print(f"    {name:<34} {e['bytes_per_step'] / 1024:7.1f} KB/step, decode {e['decode_us_per_step']:7.0f} us/step")
+        print(f"    {name:<34} {e['bytes_per_step'] / 1024:7.1f} KB/step, "
+              f"decode {e['decode_us_per_step']:7.0f} us/step")
     for workers, rate in r["samples_per_s"].items():
         print(f"  reading {rate:,.0f} samples/s at {r['model']}, {workers} worker(s), random access over "
               f"{r['steps']} steps (goal >= 2,000)")

@@ -18,10 +18,11 @@ import hashlib
 import math
 import multiprocessing
 import multiprocessing.util
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
@@ -29,6 +30,7 @@ from tqdm import tqdm
 
 from agent.registry import make_agent
 from envs.budget import BudgetConfig, ComputeBudget
+from envs.config import typed_config
 from envs.driving_env import DrivingEnv
 from envs.provenance import code_version
 from envs.rollout import Observer, Step, rollout
@@ -83,7 +85,7 @@ class Recorder(Observer):
             "fixed_delta_seconds": env.fixed_delta_seconds, "agent": self.agent_name,
             "noise": None if self.noise is None else {k: v for k, v in vars(self.noise).items()},
             "code_version": code_version(), "simulator": env.endpoint,
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
             "ego_blueprint": ego.type_id, "ego_color": ego.attributes.get("color", ""),
             "traffic_lights": [light_pose(light) for light in self.lights],
         }
@@ -166,7 +168,7 @@ class Collector:
         self.budget = ComputeBudget(BudgetConfig.from_cfg(cfg.budget), self.env.fixed_delta_seconds)
         self.budget.check(self.agent.footprint())
         noise = OmegaConf.to_container(cfg.noise)
-        self.noise = NoiseConfig.from_dict({**noise, "dt": self.env.fixed_delta_seconds})
+        self.noise = typed_config(NoiseConfig, {**noise, "dt": self.env.fixed_delta_seconds}, "noise config")
 
     def collect(self, index: int, observers: Sequence[Observer] = ()) -> dict:
         """Drive and record the suite's episode `index`, watched also by `observers` (after the recorder);

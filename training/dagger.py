@@ -32,7 +32,8 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.tensorboard import SummaryWriter
 
 from evaluation import evaluate
-from scenarios.suites import suite_path
+from scenarios.errors import ScenarioError
+from scenarios.suites import load_suite, suite_path
 from training import collect
 from training.train import CheckpointError, train
 
@@ -51,6 +52,7 @@ def write_subset_suite(source: str, episodes: int, seed: int, path: Path, name: 
     """Write a suite file holding `episodes` episodes (scenario x seed) of the suite `source`, drawn without
     replacement by `seed` (all of them when `episodes` is 0). Scenario paths become absolute, so the file can
     live anywhere, and a round's episodes stay on disk beside its data."""
+    load_suite(source)  # validated first: a malformed suite is refused naming its file, line and field
     source_path = suite_path(source)
     suite = yaml.safe_load(source_path.read_text())
     pairs = [(i, s) for i, entry in enumerate(suite["entries"]) for s in entry["seeds"]]
@@ -138,7 +140,7 @@ def dagger(cfg: DictConfig) -> Path:
 def run(cfg: DictConfig) -> int:
     try:
         dagger(cfg)
-    except (DaggerError, CheckpointError, ValueError, FileNotFoundError) as exc:
+    except (DaggerError, CheckpointError, ScenarioError, ValueError, FileNotFoundError) as exc:
         print(f"slimdrive dagger: {exc}")
         return 2
     return 0

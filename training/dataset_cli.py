@@ -59,7 +59,8 @@ def info(cfg) -> int:
         print(f"\n{title:<28} {'steps':>8} {'share':>7}")
         for name, n in counts.most_common():
             print(f"{name:<28} {n:>8} {100 * n / steps:>6.1f}%")
-    print(f"\nbraking {100 * summary['brake_fraction']:.1f}% of steps, perturbed {100 * summary['perturbed_fraction']:.1f}%,"
+    print(f"\nbraking {100 * summary['brake_fraction']:.1f}% of steps, "
+          f"perturbed {100 * summary['perturbed_fraction']:.1f}%,"
           f" speed mean {summary['speed_mean']:.2f} m/s, max {summary['speed_max']:.2f} m/s")
     for p in summary["manifest_problems"]:
         print(f"warning: {p}")

@@ -23,13 +23,6 @@ class NoiseConfig:
     brake_peak: float = 0.3  # brake added at the peak of a speed ramp (throttle cut to zero there)
     dt: float = 0.05
 
-    @classmethod
-    def from_dict(cls, values: dict) -> "NoiseConfig":
-        unknown = set(values) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"noise config: unknown keys {sorted(unknown)}; known: {sorted(cls.__dataclass_fields__)}")
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
-
 
 class TriangularNoise:
     """The `envs.rollout.Perturbation` of a noisy episode: deterministic given the episode seed."""

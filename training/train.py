@@ -314,8 +314,9 @@ def train(cfg: DictConfig, init: Path | None = None) -> Path:
             for group in optimizer.param_groups:
                 group["lr"], group["weight_decay"] = lr, weight_decay if group["decay"] else 0.0
             generator = torch.Generator().manual_seed(int(cfg.seed) * 1_000_003 + step)
+            # augmented where the generator lives (the CPU), then moved once
+            batch["cameras"] = augment(batch["cameras"], generator, float(cfg.augment))
             batch = {k: v.to(device) for k, v in batch.items()}
-            batch["cameras"] = augment(batch["cameras"], generator, float(cfg.augment)).to(device)
             out_ = net(batch["cameras"], batch["speed"], batch["target_point"], batch["command"])
             teacher_out = None
             if teacher is not None:

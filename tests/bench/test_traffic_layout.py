@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from envs.maps import load_network, load_xodr_text
 from bench.server import traffic_layout
+from envs.maps import load_network, load_xodr_text
 from envs.server.protocol import ATTR_RGB, Transform
 from envs.server.world import World
 

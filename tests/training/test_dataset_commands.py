@@ -38,7 +38,8 @@ def test_info_and_view(tmp_path, capsys):
 def test_bench_data_quick(tmp_path):
     """`slimdrive bench data` in a quick mode: one short expert episode with eight 64x32 cameras."""
     out = tmp_path / "figures.json"
-    done = subprocess.run([sys.executable, "-m", "slimdrive", "bench", "data", "collect.limit=1", "collect.max_steps=20",
+    done = subprocess.run([sys.executable, "-m", "slimdrive", "bench", "data", "collect.limit=1",
+                           "collect.max_steps=20",
                            "collect.env.image_size_x=64", "collect.env.image_size_y=32", "samples=64",
                            "batch_size=16", f"out={out}"], cwd=REPO, capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stderr[-2000:]

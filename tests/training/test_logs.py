@@ -12,11 +12,25 @@ import pytest
 import torch
 
 from training.logs import synthetic
-from training.logs.reader import (DrivingLogDataset, EpisodeReader, EpisodeRefused, balanced_sampler, make_loader,
-                                  split_of, verify_dir)
+from training.logs.reader import (
+    DrivingLogDataset,
+    EpisodeReader,
+    EpisodeRefused,
+    balanced_sampler,
+    make_loader,
+    split_of,
+    verify_dir,
+)
 from training.logs.schema import LogFormatError
-from training.logs.writer import (MANIFEST, EpisodeWriter, cleanup_leftovers, committed_keys, read_manifest,
-                                  sha256_file, write_episode)
+from training.logs.writer import (
+    MANIFEST,
+    EpisodeWriter,
+    cleanup_leftovers,
+    committed_keys,
+    read_manifest,
+    sha256_file,
+    write_episode,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 STEPS = 20

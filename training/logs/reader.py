@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 import torch
 from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 
-from training.logs.schema import (LABEL_COLUMNS, LogFormatError, arrow_schema, read_file_metadata)
+from training.logs.schema import LABEL_COLUMNS, LogFormatError, arrow_schema, read_file_metadata
 from training.logs.writer import MANIFEST, read_manifest, sha256_file
 
 _HASHED: dict[tuple, str] = {}  # (path, size, mtime_ns) -> sha256, once per file per process
@@ -312,7 +312,7 @@ def episode_summary(root: str | Path) -> list[dict]:
     """Per committed episode: its manifest entry, metadata and labels (for `dataset info`)."""
     root = Path(root)
     out = []
-    for key, entry in sorted(read_manifest(root).entries.items()):
+    for _, entry in sorted(read_manifest(root).entries.items()):
         reader = EpisodeReader(root, entry, checksum=False)
         out.append({"entry": entry, "metadata": reader.metadata, "layout": reader.layout, "labels": reader.labels()})
     return out

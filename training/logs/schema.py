@@ -41,8 +41,8 @@ def _actor_type(version: int) -> pa.DataType:
                      + [(f, pa.float32()) for f in ACTOR_FIELDS])
 
 
-def _vec(n: int, dtype=pa.float32()) -> pa.DataType:
-    return pa.list_(dtype, n)
+def _vec(n: int, dtype: pa.DataType | None = None) -> pa.DataType:
+    return pa.list_(dtype or pa.float32(), n)
 
 
 def arrow_schema(waypoints_k: int, version: int = SCHEMA_VERSION) -> pa.Schema:

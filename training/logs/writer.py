@@ -26,8 +26,18 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from training.logs.schema import (FILE_SUFFIX, META_EPISODE, META_LAYOUT, META_VERSION, SCHEMA_VERSION,
-                                  LogFormatError, arrow_schema, check_metadata, check_step, layout_of)
+from training.logs.schema import (
+    FILE_SUFFIX,
+    META_EPISODE,
+    META_LAYOUT,
+    META_VERSION,
+    SCHEMA_VERSION,
+    LogFormatError,
+    arrow_schema,
+    check_metadata,
+    check_step,
+    layout_of,
+)
 
 MANIFEST = "manifest.jsonl"
 TMP_SUFFIX = ".tmp"
@@ -185,7 +195,8 @@ class EpisodeWriter:
             raise LogFormatError(f"step {index}, field 'light_states': {len(row['light_states'])} states, the "
                                  f"metadata lists {lights} traffic lights")
         if self.rows and row["frame"] <= self.rows[-1]["frame"]:
-            raise LogFormatError(f"step {index}, field 'frame': {row['frame']} does not follow {self.rows[-1]['frame']}")
+            previous = self.rows[-1]["frame"]
+            raise LogFormatError(f"step {index}, field 'frame': {row['frame']} does not follow {previous}")
         row["cameras"] = encode_cameras(row["cameras"], self.jpeg_quality)
         self.rows.append(row)
 
@@ -235,7 +246,7 @@ class EpisodeWriter:
         self.tmp_path.unlink(missing_ok=True)
         self.rows = []
 
-    def __enter__(self) -> "EpisodeWriter":
+    def __enter__(self) -> EpisodeWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
