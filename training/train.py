@@ -3,9 +3,9 @@
 One file, read top to bottom (CleanRL style): configuration and device, data, network, optimiser and the
 learning-rate recipe, resume, the loop (augment, losses, step, log, checkpoint), validation, export.
 
-* Data: `training.logs.DrivingLogDataset`, split by episode (train / val), images resized to the network's
-  input; each epoch draws a seeded, balanced order (commands, scenarios, braking) so that a resumed run sees
-  exactly the batches an uninterrupted one would.
+* Data: `training.logs.DrivingLogDataset`, split by episode (train / val), images decoded and resized to the
+  network's input once, into the decoded-frame cache (`frame_cache`); each epoch draws a seeded, balanced order
+  (commands, scenarios, braking) so that a resumed run sees exactly the batches an uninterrupted one would.
 * Losses: L1 on the waypoints (metres, ego frame), L1 on the target speed, L1 on the auxiliary current speed
   from the images (against the inertia problem), BCE on the brake logit (the expert brakes for a hazard or a
   light). Optional distillation from a full-precision teacher checkpoint (`teacher=path`): L1 to its
@@ -58,7 +58,8 @@ def datasets(cfg: DictConfig, model_cfg: ModelConfig) -> tuple[Dataset, Dataset,
     roots = [cfg.data] if isinstance(cfg.data, str) else list(cfg.data)
     size = (model_cfg.image_height, model_cfg.image_width)
     parts = {split: [DrivingLogDataset(root, split, image_size=size, val_fraction=float(cfg.val_fraction),
-                                       split_seed=int(cfg.split_seed)) for root in roots]
+                                       split_seed=int(cfg.split_seed), frame_cache=bool(cfg.frame_cache),
+                                       cache_workers=int(cfg.workers)) for root in roots]
              for split in ("train", "val")}
     for part in parts["train"] + parts["val"]:
         if len(part) and part.waypoints_k != model_cfg.waypoints:

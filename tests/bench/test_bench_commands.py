@@ -62,9 +62,13 @@ def test_bench_train_quick(tmp_path):
     assert figures["mode"] == "quick" and figures["batch_size"] == 64 and figures["model"]["name"] == "bitnet_small"
     assert set(figures["training_samples_per_s"]) == {"ternary", "none"}
     assert all(rate > 0 for rate in figures["training_samples_per_s"].values())
-    assert figures["reading"]["samples_per_s"] > 0 and figures["reading"]["workers"] == 2
+    assert set(figures["reading"]["samples_per_s"]) == {"frame_cache", "jpeg"} and figures["reading"]["workers"] == 2
+    assert all(rate > 0 for rate in figures["reading"]["samples_per_s"].values())
+    assert set(figures["training_loop_samples_per_s"]) == {"frame_cache", "jpeg"}
+    assert all(rate > 0 for rate in figures["training_loop_samples_per_s"].values())
     assert figures["runtime"]["recorded_cameras"] == "64x128"
-    assert set(figures["ratios"]) == {"ternary_vs_fp_training", "reading_vs_ternary_training", "packed_vs_fp32_latency"}
+    assert set(figures["ratios"]) == {"ternary_vs_fp_training", "reading_vs_ternary_training",
+                                      "loop_frame_cache_vs_jpeg", "packed_vs_fp32_latency"}
     assert "samples/s" in printed and "packed/fp32 latency" in printed
 
 

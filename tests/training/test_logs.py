@@ -235,3 +235,35 @@ def test_dataloader_with_two_workers(logs):
     assert batches[1]["cameras"].shape == (16, 8, 32, 64, 3)
     assert torch.equal(batches[2]["cameras"][5], ds[37]["cameras"])
     assert torch.equal(batches[2]["waypoints"][5], ds[37]["waypoints"])
+
+
+def test_frame_cache_gives_the_decoded_items_and_follows_a_recollected_episode(copy):
+    """The decoded-frame cache (training.logs.frames) serves the same items as decoding the JPEGs, in DataLoader
+    workers too; a re-recorded episode gets a new cache file and the old one goes; a cache file of the wrong
+    length is refused naming it; a killed build's temporary file is removed by the next build."""
+    plain = DrivingLogDataset(copy, "all", image_size=(32, 64), context_frames=1, context_stride=2)
+    cached = DrivingLogDataset(copy, "all", image_size=(32, 64), context_frames=1, context_stride=2,
+                               frame_cache=True, cache_workers=2)
+    assert all(_same(plain[i], cached[i]) for i in range(0, len(plain), 7))
+    batch = next(iter(make_loader(cached, batch_size=len(cached), workers=2)))
+    assert torch.equal(batch["cameras"][STEPS + 3], plain[STEPS + 3]["cameras"])
+    files = sorted((copy / ".frames").glob("*.npy"))
+    assert [p.name.split(".")[0] for p in files] == [Path(e["file"]).stem for e in cached.entries]
+
+    # the same key recorded again: new sha256, new cache file, the stale one removed
+    key = cached.entries[0]["key"]
+    gone = read_manifest(copy).entries[key]
+    (copy / gone["file"]).unlink()
+    (copy / MANIFEST).write_text("".join(line + "\n" for line in (copy / MANIFEST).read_text().splitlines()
+                                         if json.loads(line)["key"] != key))
+    write_episode(copy, key, synthetic.metadata(key, 99), synthetic.steps(STEPS, seed=99))
+    (copy / ".frames" / "leftover.npy.tmp123").write_bytes(b"half")
+    again = DrivingLogDataset(copy, "all", image_size=(32, 64), frame_cache=True, cache_workers=0)
+    assert torch.equal(again[0]["cameras"], DrivingLogDataset(copy, "all", image_size=(32, 64))[0]["cameras"])
+    assert len(list((copy / ".frames").glob(f"{Path(gone['file']).stem}.*"))) == 1
+    assert not list((copy / ".frames").glob("*.tmp*"))
+
+    wrong = again.frame_paths[1]
+    np.save(wrong, np.zeros((3, 8, 32, 64, 3), np.uint8))
+    with pytest.raises(LogFormatError, match=str(wrong)):
+        DrivingLogDataset(copy, "all", image_size=(32, 64), frame_cache=True, cache_workers=0)[STEPS]

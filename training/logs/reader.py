@@ -3,7 +3,8 @@
 The dataset's index comes from the manifest (keys sorted), never from file positions, so a missing episode
 never misaligns the others. Labels of every step (small columns) load once at construction; camera JPEGs are
 read per sample from the episode's row group (16 steps by default) through a per-worker cache of open files
-and recently read row groups, then decoded (one JPEG per step) and resized with cv2.INTER_AREA.
+and recently read row groups, then decoded (one JPEG per step) and resized with cv2.INTER_AREA, or, with
+`frame_cache=True`, copied from the decoded-frame cache (`training.logs.frames`).
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ import pyarrow.parquet as pq
 import torch
 from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 
+from training.logs.frames import decode_cameras, ensure_cached, open_frames
 from training.logs.schema import LABEL_COLUMNS, LogFormatError, arrow_schema, read_file_metadata
 from training.logs.writer import MANIFEST, read_manifest, sha256_file
 
@@ -146,22 +148,6 @@ class EpisodeReader:
         return decode_cameras(self.jpeg(row), self.layout, size)
 
 
-def decode_cameras(jpeg, layout: dict, size: tuple[int, int] | None = None) -> np.ndarray:
-    n, H, W = layout["cameras"], layout["height"], layout["width"]
-    img = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
-    if img is None:
-        raise LogFormatError("a camera JPEG does not decode")
-    h, w = size if size is not None else (H, W)
-    if (h, w) != (H, W):
-        if H % h == 0 and W % w == 0:  # integer factor: INTER_AREA of the mosaic = per camera, one call
-            img = cv2.resize(img, (w, n * h), interpolation=cv2.INTER_AREA)
-        else:
-            img = np.concatenate([cv2.resize(c, (w, h), interpolation=cv2.INTER_AREA)
-                                  for c in img.reshape(n, H, W, 3)])
-    img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
-    return img.reshape(n, h, w, 3)
-
-
 def split_of(key: str, val_fraction: float, seed: int = 0) -> str:
     """'val' or 'train' for an episode, from a hash of its key: stable whatever else is in the folder."""
     u = int.from_bytes(hashlib.sha256(f"{seed}:{key}".encode()).digest()[:8], "big") / 2 ** 64
@@ -175,14 +161,20 @@ class DrivingLogDataset(Dataset):
     image_size: (h, w) per camera at the model's resolution (None: as stored). context_frames: N previous
     frames' cameras (every `context_stride` steps, repeating the first frame at the episode start) under key
     "context" (N, 8, h, w, 3), oldest first. checksum: verify each file's sha256 once per process (a size,
-    footer, schema and step-count check is always made). Items are a pure function of the index.
+    footer, schema and step-count check is always made). frame_cache: decode every episode's cameras once at
+    `image_size` into memory-mapped files under `<root>/.frames/` (`training.logs.frames`, built with
+    `cache_workers` processes on first use) and read samples from them; the items are identical either way.
+    Items are a pure function of the index.
     """
 
     def __init__(self, root: str | Path, split: str = "train", *, image_size: tuple[int, int] | None = (32, 64),
                  context_frames: int = 0, context_stride: int = 1, val_fraction: float = 0.1, split_seed: int = 0,
-                 scenarios: list[str] | None = None, checksum: bool = True, cache_files: int = 64):
+                 scenarios: list[str] | None = None, checksum: bool = True, cache_files: int = 64,
+                 frame_cache: bool = False, cache_workers: int = 2):
         if split not in ("train", "val", "all"):
             raise ValueError(f"split {split!r}: use train, val or all")
+        if frame_cache and image_size is None:
+            raise ValueError("frame_cache needs image_size (the resolution the frames are decoded to)")
         self.root = Path(root)
         manifest = read_manifest(self.root)
         if not (self.root / MANIFEST).exists():
@@ -218,13 +210,16 @@ class DrivingLogDataset(Dataset):
         self.waypoints_k = k or 0
         self._readers: OrderedDict[int, EpisodeReader] = OrderedDict()
         self._pid = os.getpid()
+        self.frame_paths = (ensure_cached(self.root, self.entries, self.image_size, cache_workers)
+                            if frame_cache else None)
+        self._frames: dict[int, np.ndarray] = {}
 
     def __len__(self) -> int:
         return len(self.episode_of)
 
     def __getstate__(self):  # to DataLoader workers: no open files
         state = dict(self.__dict__)
-        state["_readers"] = OrderedDict()
+        state["_readers"], state["_frames"] = OrderedDict(), {}
         state["_hashed"] = {s: h for s, h in _HASHED.items() if s[0].startswith(str(self.root))}
         return state
 
@@ -248,6 +243,14 @@ class DrivingLogDataset(Dataset):
             self._readers.move_to_end(episode)
         return reader
 
+    def _cameras(self, episode: int, row: int) -> np.ndarray:
+        if self.frame_paths is None:
+            return self._reader(episode).cameras(row, self.image_size)
+        frames = self._frames.get(episode)
+        if frames is None:  # memory maps are shared through the page cache, so every one stays open
+            frames = self._frames[episode] = open_frames(self.frame_paths[episode], self.entries[episode]["steps"])
+        return np.array(frames[row])
+
     def scenario_of(self) -> np.ndarray:
         names = [e.get("scenario") or "" for e in self.entries]
         return np.asarray(names, dtype=object)[self.episode_of]
@@ -258,10 +261,9 @@ class DrivingLogDataset(Dataset):
         if not 0 <= index < len(self):
             raise IndexError(f"index {index} out of range for {len(self)} steps")
         episode, row = int(self.episode_of[index]), int(self.row_of[index])
-        reader = self._reader(episode)
         lab = self.labels
         item = {
-            "cameras": torch.from_numpy(reader.cameras(row, self.image_size)),
+            "cameras": torch.from_numpy(self._cameras(episode, row)),
             "speed": torch.tensor([lab["speed"][index]], dtype=torch.float32),
             "target_point": torch.from_numpy(lab["target_point"][index].astype(np.float32)),
             "command": torch.tensor(int(lab["command"][index]), dtype=torch.int64),
@@ -275,7 +277,7 @@ class DrivingLogDataset(Dataset):
         }
         if self.context_frames:
             rows = [max(0, row - self.context_stride * j) for j in range(self.context_frames, 0, -1)]
-            item["context"] = torch.from_numpy(np.stack([reader.cameras(r, self.image_size) for r in rows]))
+            item["context"] = torch.from_numpy(np.stack([self._cameras(episode, r) for r in rows]))
         return item
 
 
