@@ -9,17 +9,17 @@ ends: written to a temporary name, renamed, then one manifest line with its chec
 
 Resume: rerunning the same command removes leftovers of a killed run and skips committed episodes; an episode
 the simulator failed is not committed and runs again next time. `workers=N` runs N processes, each with its own
-simulator; each episode is decided by its seed alone, so the set of episodes equals a sequential run's.
+simulator; each episode is decided by its seed alone, so the set of episodes equals a sequential run's. A worker
+process that dies (LibCarla's client can abort the process it runs in) is replaced and its episode collected
+again, at most `retries` more times (`training.workers`); the other workers carry on.
 `noise.share` of the episodes get triangular steering and speed perturbations (`training.noise`).
 """
 from __future__ import annotations
 
 import hashlib
 import math
-import multiprocessing
 import multiprocessing.util
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -39,6 +39,7 @@ from scenarios.suites import Episode, load_suite
 
 from .logs.writer import EpisodeWriter, cleanup_leftovers, committed_keys
 from .noise import NoiseConfig, TriangularNoise, noisy_episode
+from .workers import Death, supervised
 
 RECORDED_KINDS = ("vehicle", "walker", "static")
 
@@ -236,12 +237,26 @@ def run(cfg: DictConfig) -> int:
             finally:
                 collector.close()
         else:
-            # spawn, not fork: a forked worker inherits the parent's CARLA clients and hangs freeing them
-            with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                                     initializer=_start_worker, initargs=(OmegaConf.to_yaml(cfg),)) as pool:
-                for future in as_completed([pool.submit(_collect_in_worker, i) for i in todo]):
-                    finished(future.result())
+            retries = int(cfg.get("retries", 2))
+
+            def died(death: Death) -> None:
+                if death.task is None:
+                    bar.write(f"collection worker pid {death.pid} died ({death.cause}) while starting; "
+                              "starting another")
+                    return
+                what = f"{log_key(episodes[death.task])} (suite episode {death.task})"
+                if death.retried:
+                    bar.write(f"collection worker pid {death.pid} died ({death.cause}) while collecting {what}; "
+                              f"collecting it again in a new worker (attempt {death.attempt + 1} of {retries + 1})")
+                else:
+                    bar.write(f"collection worker pid {death.pid} died ({death.cause}) while collecting {what}; "
+                              f"giving it up after {death.attempt} attempts")
+                    bar.update()
+
+            gave_up = supervised(todo, workers, _start_worker, (OmegaConf.to_yaml(cfg),), _collect_in_worker,
+                                 lambda _, record: finished(record), died, retries)
+            failed += [f"{log_key(episodes[d.task])}: its worker died {d.attempt} times ({d.cause})" for d in gave_up]
     for line in failed:
-        print(f"not committed (the simulator failed; rerun to collect it): {line}")
+        print(f"not committed (rerun to collect it): {line}")
     print(f"wrote {len(committed_keys(out))} episodes to {out} (manifest {out / 'manifest.jsonl'})")
     return 1 if failed else 0
