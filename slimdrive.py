@@ -32,9 +32,11 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("dataset", "info"): ("dataset/info", "training.dataset_cli:info"),
     ("dataset", "verify"): ("dataset/verify", "training.dataset_cli:verify"),
     ("dataset", "view"): ("dataset/view", "training.dataset_cli:view"),
+    ("dataset", "rerender"): ("dataset/rerender", "training.rerender:run"),
     ("bench", "data"): ("bench/data", "bench.data:run"),
     ("bench", "sim"): ("bench/sim", "bench.sim:run"),
     ("bench", "env"): ("bench/env", "bench.env:run"),
+    ("table",): ("table", "bench.table:run"),
 }
 
 
@@ -46,15 +48,19 @@ def load_config(config_name: str, overrides: list[str]):
         return compose(config_name=config_name, overrides=overrides)
 
 
+def _is_override(argument: str) -> bool:
+    return "=" in argument or argument.startswith("~")  # `~key` is Hydra's deletion of a key
+
+
 def _positional_paths(config_name: str, arguments: list[str]) -> list[str]:
     """Turn bare arguments into the `paths=[...]` (or `path=...`) override of commands that take files."""
     from hydra.errors import HydraException
 
-    bare = [a for a in arguments if "=" not in a]
+    bare = [a for a in arguments if not _is_override(a)]
     if not bare:
         return arguments
     keys = load_config(config_name, [])
-    rest = [a for a in arguments if "=" in a]
+    rest = [a for a in arguments if _is_override(a)]
     if "paths" in keys:
         return rest + [f"paths=[{','.join(bare)}]"]
     if "path" in keys and len(bare) == 1:

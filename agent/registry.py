@@ -2,8 +2,11 @@
 
 * ``expert``: the privileged rule-based driver (`agent.expert`), configured by ``cfg.expert``;
 * ``cruise``: the naive constant-speed baseline, ``cfg.cruise.speed_mps``;
+* ``slimdrive``: the trained BitNet b1.58 policy that ships in the package (`agent.shipped`), on the packed
+  runtime;
 * a ``.safetensors`` file: a packed ternary export (runs on the packed runtime) or a float checkpoint
   (``slimdrive-checkpoint``, e.g. a training run's ``model.safetensors``), told apart by the file's metadata;
+  ``cfg.precision`` (`PRECISIONS`) runs a float checkpoint in float32 (as stored) or bfloat16 (the BF16 twin);
 * ``module:Class``: any class on the Python path that implements `agent.contract.Agent`; it is called with
   ``env=`` when its constructor takes an ``env`` parameter (a privileged agent), else with no arguments.
 """
@@ -23,11 +26,25 @@ class AgentError(ValueError):
     """An agent name that names nothing runnable; the message says what was tried and what is accepted."""
 
 
-ACCEPTED = "'expert', 'cruise', a .safetensors weight file, or module:Class"
+ACCEPTED = "'slimdrive', 'expert', 'cruise', a .safetensors weight file, or module:Class"
+PRECISIONS = ("float32", "bfloat16")  # what a float checkpoint computes in; packed files run the ternary runtime
+
+
+def precision_of(cfg: DictConfig) -> str:
+    """``cfg.precision`` (float32 when absent or null), checked against `PRECISIONS`."""
+    precision = str(OmegaConf.select(cfg, "precision", default=None) or "float32")
+    if precision not in PRECISIONS:
+        raise AgentError(f"precision={precision}: expected one of {', '.join(PRECISIONS)}")
+    return precision
 
 
 def make_agent(name: str, env, cfg: DictConfig | None = None) -> Agent:
     cfg = cfg if cfg is not None else OmegaConf.create({})
+    precision = precision_of(cfg)
+    path = Path(name)
+    if precision != "float32" and not path.is_file():
+        raise AgentError(f"agent={name} precision={precision}: precision applies to a float checkpoint "
+                         "(a training run's model.safetensors); leave precision at float32 for other agents")
     if name == "expert":
         from agent.expert import Expert, ExpertConfig
 
@@ -37,23 +54,32 @@ def make_agent(name: str, env, cfg: DictConfig | None = None) -> Agent:
         from agent.cruise import Cruise
 
         return Cruise(float(OmegaConf.select(cfg, "cruise.speed_mps", default=8.0)))
-    if ":" in name and not Path(name).exists():
+    if name == "slimdrive":
+        from agent.shipped import shipped_policy
+
+        return _weight_file(shipped_policy())
+    if ":" in name and not path.exists():
         return _user_class(name, env)
-    path = Path(name)
     if path.is_file():
-        return _weight_file(path)
+        return _weight_file(path, precision)
     raise AgentError(f"agent={name}: not {ACCEPTED} (no such file)")
 
 
-def _weight_file(path: Path) -> Agent:
+def _weight_file(path: Path, precision: str = "float32") -> Agent:
+    import torch
+
     from agent.export import CHECKPOINT_FORMAT, PACKED_FORMAT, WeightFileError, file_format, load_checkpoint
     from agent.policy import DrivingPolicy
 
     kind = file_format(path)
     if kind == PACKED_FORMAT:
+        if precision != "float32":
+            raise AgentError(f"{path}: a packed ternary file runs on the ternary runtime, not in {precision}; "
+                             "precision applies to a float checkpoint (a training run's model.safetensors)")
         return DrivingPolicy.from_packed(path)
     if kind == CHECKPOINT_FORMAT:
-        return DrivingPolicy(load_checkpoint(path))
+        # The whole network, weights and float arithmetic, cast once: the twin as a bfloat16 device would run it.
+        return DrivingPolicy(load_checkpoint(path).to(getattr(torch, precision)))
     raise WeightFileError(f"{path}: format {kind!r} is neither {PACKED_FORMAT!r} nor {CHECKPOINT_FORMAT!r}; "
                           "pass a file written by agent.export or by `slimdrive train`")
 

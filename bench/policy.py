@@ -107,7 +107,8 @@ def machine() -> dict[str, Any]:
     }
 
 
-def _energy_uj(footprint: Footprint) -> float:
+def energy_uj(footprint: Footprint) -> float:
+    """Arithmetic energy of one step (microjoules) from its MAC counts, priced at `ENERGY_PJ` (`ENERGY_SOURCE`)."""
     picojoules = footprint.ternary_macs * TERNARY_MAC_PJ + footprint.float_macs * FLOAT_MAC_PJ[footprint.dtype]
     return picojoules * 1e-6
 
@@ -155,7 +156,7 @@ def run(cfg: DictConfig) -> int:
             "ternary_macs_per_step": footprint.ternary_macs,
             "float_macs_per_step": footprint.float_macs,
             "float_dtype": footprint.dtype,
-            "arithmetic_energy_uj_per_step": round(_energy_uj(footprint), 2),
+            "arithmetic_energy_uj_per_step": round(energy_uj(footprint), 2),
         }
     packed, fp32, bf16 = variants["packed"], variants["fp32"], variants["bf16"]
     goals = {

@@ -7,7 +7,8 @@ Results go to `out/`:
   episodes.csv     the same as a table
   results.json     suite figures: global driving score (Leaderboard 2.0), per-scenario means, infractions per
                    km, Bench2Drive success rate and comfort, minimum time-to-collision, budget statistics
-A per-scenario table (DS, RC, IP, infractions) is printed at the end.
+A per-scenario table (DS, RC, IP, infractions) is printed at the end. `precision=bfloat16` runs a float
+checkpoint as its bfloat16 twin (`agent.registry`); its default out folder says so.
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from agent.registry import make_agent
+from agent.registry import make_agent, precision_of
 from envs.budget import BudgetConfig, ComputeBudget
 from envs.driving_env import DrivingEnv
 from envs.provenance import code_version
@@ -53,9 +54,11 @@ def summarise(records: list[dict], episodes: list[Episode], cfg: DictConfig, sui
     ttcs = [r["min_ttc_s"] for r in records if r["min_ttc_s"] is not None]
     return {
         "scoring_version": metrics.SCORING_VERSION,
-        "suite": suite, "agent": cfg.agent, "code_version": code_version(),
+        "suite": suite, "agent": cfg.agent, "precision": precision_of(cfg), "code_version": code_version(),
         "seeds": sorted({e.seed for e in episodes}), "episodes_planned": len(episodes), "episodes_run": len(records),
         "budget": OmegaConf.to_container(cfg.budget), "env": OmegaConf.to_container(cfg.env),
+        "budget_stats": {key: sum(r["budget"][key] for r in records)
+                         for key in ("decisions", "missed_deadlines", "fallback_steps")},
         "driving_score": round(metrics.global_score(per_route), 3),
         "route_completion": round(float(np.mean([r["route_completion"] for r in records])) if records else 0.0, 3),
         "infraction_penalty": round(float(np.mean([r["infraction_penalty"] for r in records])) if records else 0.0, 4),
@@ -86,29 +89,34 @@ def run(cfg: DictConfig) -> int:
     except ScenarioError as exc:
         print(f"slimdrive eval: {exc}")
         return 2
-    out = Path(cfg.out or f"runs/eval/{suite}-{Path(str(cfg.agent)).stem}")
+    precision = precision_of(cfg)
+    suffix = "" if precision == "float32" else f"-{precision}"  # the bf16 twin never resumes the fp32 run's folder
+    out = Path(cfg.out or f"runs/eval/{suite}-{Path(str(cfg.agent)).stem}{suffix}")
     out.mkdir(parents=True, exist_ok=True)
     log = out / "episodes.jsonl"
     records = [json.loads(line) for line in log.read_text().splitlines() if line.strip()] if log.exists() else []
     done = {f"{r['scenario']}#{r['seed']}" for r in records}
-    env = DrivingEnv(cfg.env)
-    agent = make_agent(str(cfg.agent), env, cfg)
-    budget = ComputeBudget(BudgetConfig.from_cfg(cfg.budget), env.fixed_delta_seconds)
-    budget.check(agent.footprint())
     # Grouped by map (stable, so suite order holds within a map): each map switch reloads the world.
     todo = sorted((e for e in episodes if e.key not in done), key=lambda e: str(e.scenario.scenario.map))
     if done:
         print(f"resuming: {len(done)} episodes already in {log}, {len(todo)} to run")
-    try:
-        with tqdm(todo, desc=f"eval {suite}", unit="episode") as bar:
-            for episode in bar:
-                bar.set_postfix_str(episode.key)
-                record = rollout(env, agent, budget, episode, observers=[TimeToCollision(), Comfort()])
-                with log.open("a") as f:
-                    f.write(json.dumps(record) + "\n")
-                records.append(record)
-    finally:
-        env.close()
+    if todo:  # a finished folder is only summarised again: no simulator to start
+        env = DrivingEnv(cfg.env)
+        try:
+            agent = make_agent(str(cfg.agent), env, cfg)
+            budget = ComputeBudget(BudgetConfig.from_cfg(cfg.budget), env.fixed_delta_seconds)
+            budget.check(agent.footprint())
+            with tqdm(todo, desc=f"eval {suite}", unit="episode") as bar:
+                for episode in bar:
+                    bar.set_postfix_str(episode.key)
+                    record = rollout(env, agent, budget, episode, observers=[TimeToCollision(), Comfort()])
+                    with log.open("a") as f:
+                        f.write(json.dumps(record) + "\n")
+                    records.append(record)
+        finally:
+            env.close()
+    planned = {e.key for e in episodes}  # a folder may hold more episodes than this run's limit asks for
+    records = [r for r in records if f"{r['scenario']}#{r['seed']}" in planned]
     with (out / "episodes.csv").open("w", newline="") as f:
         writer = csv.DictWriter(f, CSV_FIELDS, extrasaction="ignore")
         writer.writeheader()

@@ -71,7 +71,8 @@ def test_a_module_class_agent_is_scored_end_to_end(tmp_path, monkeypatch):
 
 
 def test_an_unknown_agent_names_what_is_accepted(tmp_path):
-    with pytest.raises(AgentError, match="not 'expert', 'cruise', a .safetensors weight file, or module:Class"):
+    accepted = "not 'slimdrive', 'expert', 'cruise', a .safetensors weight file, or module:Class"
+    with pytest.raises(AgentError, match=accepted):
         make_agent(str(tmp_path / "nothing.safetensors"), env=None)
     with pytest.raises(AgentError, match="cannot import 'Nope' from module 'json'"):
         make_agent("json:Nope", env=None)

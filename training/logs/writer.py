@@ -13,7 +13,6 @@ manifest line (a kill mid-append) is ignored and reported by `read_manifest`; th
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import json
 import os
 import re
@@ -26,6 +25,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from envs.provenance import sha256_file
 from training.logs.schema import (
     FILE_SUFFIX,
     META_EPISODE,
@@ -102,14 +102,6 @@ def cleanup_leftovers(root: str | Path) -> list[Path]:
             p.unlink()
             removed.append(p)
     return removed
-
-
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _fsync_dir(path: Path) -> None:
