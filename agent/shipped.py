@@ -17,7 +17,8 @@ from envs.provenance import sha256_file
 POLICIES = Path(__file__).resolve().parent / "policies"
 SHIPPED = POLICIES / "slimdrive.safetensors"
 CARD = POLICIES / "slimdrive.json"
-REINSTALL = "reinstall slimdrive (pip install -e .), or retrain it with the commands in docs/model-card.md"
+REINSTALL = ("restore the file from the repository (`git checkout -- agent/policies/` in a clone) or reinstall "
+             "the package, or retrain it with the commands in docs/model-card.md")
 
 
 def shipped_card() -> dict:

@@ -34,9 +34,11 @@ from agent.policy import DrivingPolicy
 from agent.registry import AgentError, make_agent
 from bench.policy import ENERGY_SOURCE, energy_uj, latency_ms, machine, observation
 from bench.table_format import markdown
+from envs.provenance import sha256_file
 from envs.rig import Rig, RigError, load_rig
 from evaluation import evaluate
 from scenarios.errors import ScenarioError
+from scenarios.metrics import SCORING_VERSION
 from scenarios.suites import load_suite
 
 ROWS = ("packed", "fp32", "bf16", "expert")
@@ -122,19 +124,26 @@ def load_rows(cfg: DictConfig) -> list[Row]:
     return rows
 
 
-def evaluation_folder(cfg: DictConfig, suite: str, row: Row, index: int) -> Path:
-    agent = hashlib.sha256(row.files[index].read_bytes()).hexdigest() if row.files else row.name
-    depends = {"agent": agent, "precision": row.precision, "suite": suite,
+def suite_fingerprint(name_or_path: str) -> list:
+    """What a suite's scores depend on: each episode's key, its scenario file's sha256 and its parameters."""
+    _, episodes = load_suite(name_or_path)
+    return [[e.key, sha256_file(e.scenario.file), e.scenario.parameters] for e in episodes]
+
+
+def evaluation_folder(cfg: DictConfig, label: str, suite: DictConfig, row: Row, index: int) -> Path:
+    agent = sha256_file(row.files[index]) if row.files else row.name
+    depends = {"agent": agent, "precision": row.precision, "suite": suite_fingerprint(str(suite.suite)),
+               "scoring": SCORING_VERSION,
                **{key: OmegaConf.to_container(cfg[key], resolve=True) for key in ("env", "budget", "expert")}}
-    tag = hashlib.sha256(json.dumps(depends, sort_keys=True).encode()).hexdigest()[:8]
-    return Path(cfg.out) / "evals" / suite / f"{row.name}-{index}-{tag}"
+    tag = hashlib.sha256(json.dumps(depends, sort_keys=True, default=str).encode()).hexdigest()[:8]
+    return Path(cfg.out) / "evals" / label / f"{row.name}-{index}-{tag}"
 
 
 def evaluate_row(cfg: DictConfig, label: str, suite: DictConfig, row: Row) -> list[dict]:
     """`results.json` of each training seed's evaluation on `suite`, run (or resumed) by the suite runner."""
     results = []
     for index, agent in enumerate([str(f) for f in row.files] or ["expert"]):
-        folder = evaluation_folder(cfg, label, row, index)
+        folder = evaluation_folder(cfg, label, suite, row, index)
         print(f"table: {LABELS[row.name]}, seed {index} ({agent}) on {label}: {folder}")
         eval_cfg = OmegaConf.create({
             "agent": agent, "precision": row.precision, "suite": str(suite.suite), "limit": suite.limit,

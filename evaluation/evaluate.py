@@ -21,7 +21,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from agent.registry import make_agent, precision_of
+from agent.registry import AgentError, make_agent, precision_of
 from envs.budget import BudgetConfig, ComputeBudget
 from envs.driving_env import DrivingEnv
 from envs.provenance import code_version
@@ -86,10 +86,10 @@ def print_table(results: dict) -> None:
 def run(cfg: DictConfig) -> int:
     try:
         suite, episodes = load_suite(str(cfg.suite), cfg.limit)
-    except ScenarioError as exc:
-        print(f"slimdrive eval: {exc}")
+        precision = precision_of(cfg)
+    except (ScenarioError, AgentError) as exc:
+        print(f"slimdrive eval: {exc} (conf/eval.yaml)")
         return 2
-    precision = precision_of(cfg)
     suffix = "" if precision == "float32" else f"-{precision}"  # the bf16 twin never resumes the fp32 run's folder
     out = Path(cfg.out or f"runs/eval/{suite}-{Path(str(cfg.agent)).stem}{suffix}")
     out.mkdir(parents=True, exist_ok=True)

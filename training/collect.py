@@ -16,7 +16,6 @@ again, at most `retries` more times (`training.workers`); the other workers carr
 """
 from __future__ import annotations
 
-import hashlib
 import math
 import multiprocessing.util
 from collections.abc import Sequence
@@ -32,7 +31,8 @@ from agent.registry import make_agent
 from envs.budget import BudgetConfig, ComputeBudget
 from envs.config import typed_config
 from envs.driving_env import DrivingEnv
-from envs.provenance import code_version
+from envs.provenance import code_version, sha256_file
+from envs.rig import Rig
 from envs.rollout import Observer, Step, rollout
 from scenarios.errors import ScenarioError
 from scenarios.suites import Episode, load_suite
@@ -70,19 +70,13 @@ class Recorder(Observer):
         run = env.unwrapped.privileged.scenario
         file = Path(self.episode.scenario.file)
         weather = self.world.get_weather()
-        rig = env.rig
         return {
             "scenario": run.name, "scenario_file": str(file),
-            "scenario_sha256": hashlib.sha256(file.read_bytes()).hexdigest(), "seed": self.episode.seed,
+            "scenario_sha256": sha256_file(file), "seed": self.episode.seed,
             "parameters": {k: float(v) for k, v in run.parameters.items()},
-            "weather": {"name": run.weather_name,
-                        **{k: float(getattr(weather, k)) for k in dir(weather)
-                           if not k.startswith("_") and isinstance(getattr(weather, k), (int, float))}},
+            "weather": {"name": run.weather_name, **weather_fields(weather)},
             "map": run.map_name if isinstance(run.map_name, str) else str(run.map_name),
-            "rig": {"name": rig.name, "cameras": [
-                {"name": c.name, "width": rig.image_size_x, "height": rig.image_size_y, "fov": c.fov,
-                 "x": c.x, "y": c.y, "z": c.z, "roll": c.roll, "pitch": c.pitch, "yaw": c.yaw}
-                for c in rig.cameras]},
+            "rig": rig_metadata(env.rig),
             "fixed_delta_seconds": env.fixed_delta_seconds, "agent": self.agent_name,
             "noise": None if self.noise is None else {k: v for k, v in vars(self.noise).items()},
             "code_version": code_version(), "simulator": env.endpoint,
@@ -147,6 +141,19 @@ class Recorder(Observer):
             record["log"] = None
             return
         record["log"] = self.writer.commit()
+
+
+def weather_fields(weather) -> dict[str, float]:
+    """Every numeric field of a carla.WeatherParameters, as a log's metadata records it."""
+    return {k: float(getattr(weather, k)) for k in dir(weather)
+            if not k.startswith("_") and isinstance(getattr(weather, k), (int, float))}
+
+
+def rig_metadata(rig: Rig) -> dict[str, Any]:
+    """A rig as a log's metadata records it: every camera's size, field of view and mounting."""
+    return {"name": rig.name, "cameras": [
+        {"name": c.name, "width": rig.image_size_x, "height": rig.image_size_y, "fov": c.fov, "x": c.x, "y": c.y,
+         "z": c.z, "roll": c.roll, "pitch": c.pitch, "yaw": c.yaw} for c in rig.cameras]}
 
 
 def light_pose(light) -> dict[str, float]:

@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from envs.provenance import code_version
 from envs.rig import Rig, rig_from_config
 
+from .collect import rig_metadata, weather_fields
 from .logs.reader import EpisodeReader
 from .logs.schema import LogFormatError
 from .logs.writer import MANIFEST, EpisodeWriter, cleanup_leftovers, committed_keys, read_manifest
@@ -65,13 +66,6 @@ def target_rig(metadata: dict, settings: RerenderSettings) -> Rig:
                             "cameras": [vars(c) for c in rig.cameras]}, f"rig {rig.name}")
 
 
-def rig_metadata(rig: Rig) -> dict:
-    """A rig as the collector records it (`training.collect.Recorder`)."""
-    return {"name": rig.name, "cameras": [
-        {"name": c.name, "width": rig.image_size_x, "height": rig.image_size_y, "fov": c.fov, "x": c.x, "y": c.y,
-         "z": c.z, "roll": c.roll, "pitch": c.pitch, "yaw": c.yaw} for c in rig.cameras]}
-
-
 def weather_for(carla, metadata: dict, preset: str | None) -> tuple[object, dict]:
     """(carla.WeatherParameters, its metadata entry): a preset by name, or the recorded parameters."""
     if preset is not None:
@@ -79,9 +73,7 @@ def weather_for(carla, metadata: dict, preset: str | None) -> tuple[object, dict
             raise ValueError(f"weather={preset}: not a carla.WeatherParameters preset (e.g. ClearNoon, "
                              "HardRainNoon, ClearNight, CloudySunset)")
         weather = getattr(carla.WeatherParameters, preset)
-        fields = {k: float(getattr(weather, k)) for k in dir(weather)
-                  if not k.startswith("_") and isinstance(getattr(weather, k), (int, float))}
-        return weather, {"name": preset, **fields}
+        return weather, {"name": preset, **weather_fields(weather)}
     recorded = dict(metadata.get("weather") or {})
     weather = carla.WeatherParameters()
     for key, value in recorded.items():

@@ -19,11 +19,12 @@ import pytest
 from omegaconf import OmegaConf
 
 import slimdrive
+from envs.provenance import sha256_file
 from envs.rollout import Observer, Step
 from training.collect import Collector
 from training.logs.reader import DrivingLogDataset, EpisodeReader, EpisodeRefused, verify_dir
 from training.logs.schema import DOCUMENTED_METADATA_KEYS, SCHEMA_VERSION
-from training.logs.writer import MANIFEST, read_manifest, sha256_file
+from training.logs.writer import MANIFEST, read_manifest
 
 REPO = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent

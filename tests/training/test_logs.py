@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -11,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from envs.provenance import sha256_file
 from training.logs import synthetic
 from training.logs.reader import (
     DrivingLogDataset,
@@ -28,7 +30,6 @@ from training.logs.writer import (
     cleanup_leftovers,
     committed_keys,
     read_manifest,
-    sha256_file,
     write_episode,
 )
 
@@ -240,7 +241,8 @@ def test_dataloader_with_two_workers(logs):
 def test_frame_cache_gives_the_decoded_items_and_follows_a_recollected_episode(copy):
     """The decoded-frame cache (training.logs.frames) serves the same items as decoding the JPEGs, in DataLoader
     workers too; a re-recorded episode gets a new cache file and the old one goes; a cache file of the wrong
-    length is refused naming it; a killed build's temporary file is removed by the next build."""
+    length is refused naming it; a killed build's temporary file is removed by the next build, a live run's is
+    left alone."""
     plain = DrivingLogDataset(copy, "all", image_size=(32, 64), context_frames=1, context_stride=2)
     cached = DrivingLogDataset(copy, "all", image_size=(32, 64), context_frames=1, context_stride=2,
                                frame_cache=True, cache_workers=2)
@@ -257,11 +259,14 @@ def test_frame_cache_gives_the_decoded_items_and_follows_a_recollected_episode(c
     (copy / MANIFEST).write_text("".join(line + "\n" for line in (copy / MANIFEST).read_text().splitlines()
                                          if json.loads(line)["key"] != key))
     write_episode(copy, key, synthetic.metadata(key, 99), synthetic.steps(STEPS, seed=99))
-    (copy / ".frames" / "leftover.npy.tmp123").write_bytes(b"half")
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True).stdout.strip()
+    (copy / ".frames" / f"leftover.npy.tmp{dead}").write_bytes(b"half")            # a killed build's file
+    (copy / ".frames" / f"building.npy.tmp{os.getpid()}").write_bytes(b"running")  # a live run's build
     again = DrivingLogDataset(copy, "all", image_size=(32, 64), frame_cache=True, cache_workers=0)
     assert torch.equal(again[0]["cameras"], DrivingLogDataset(copy, "all", image_size=(32, 64))[0]["cameras"])
     assert len(list((copy / ".frames").glob(f"{Path(gone['file']).stem}.*"))) == 1
-    assert not list((copy / ".frames").glob("*.tmp*"))
+    assert [p.name for p in (copy / ".frames").glob("*.tmp*")] == [f"building.npy.tmp{os.getpid()}"]
 
     wrong = again.frame_paths[1]
     np.save(wrong, np.zeros((3, 8, 32, 64, 3), np.uint8))

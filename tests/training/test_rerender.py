@@ -11,9 +11,10 @@ import pyarrow.parquet as pq
 import pytest
 
 import slimdrive
+from envs.provenance import sha256_file
 from training.logs.reader import DrivingLogDataset, EpisodeReader, verify_dir
 from training.logs.schema import META_EPISODE, META_LAYOUT, META_VERSION, arrow_schema
-from training.logs.writer import append_manifest, read_manifest, sha256_file
+from training.logs.writer import append_manifest, read_manifest
 
 KEY = "short_drive-s0"
 SAME = 1.0  # mean abs difference per pixel (0..255) of a re-render with the recorded rig: 0.07 measured (both are

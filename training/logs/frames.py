@@ -78,8 +78,9 @@ def ensure_cached(root: Path, entries: list[dict], size: tuple[int, int], worker
         return paths
     folder = paths[0].parent
     folder.mkdir(exist_ok=True)
-    for tmp in folder.glob("*.tmp*"):  # left by a killed build
-        tmp.unlink(missing_ok=True)
+    for tmp in folder.glob("*.tmp*"):  # left by a killed build; another live run's build keeps its file
+        if not _alive(int(tmp.name.rsplit(".tmp", 1)[1] or 0)):
+            tmp.unlink(missing_ok=True)
     bar = tqdm(total=sum(e["steps"] for e in todo), desc=f"decoding frames {size[0]}x{size[1]} into {folder}",
                unit="step")
     if workers > 0:
@@ -91,6 +92,16 @@ def ensure_cached(root: Path, entries: list[dict], size: tuple[int, int], worker
             bar.update(_build(root, entry, size))
     bar.close()
     return paths
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return pid > 0
 
 
 def open_frames(path: Path, steps: int) -> np.ndarray:

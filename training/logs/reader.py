@@ -22,9 +22,10 @@ import pyarrow.parquet as pq
 import torch
 from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 
+from envs.provenance import sha256_file
 from training.logs.frames import decode_cameras, ensure_cached, open_frames
 from training.logs.schema import LABEL_COLUMNS, LogFormatError, arrow_schema, read_file_metadata
-from training.logs.writer import MANIFEST, read_manifest, sha256_file
+from training.logs.writer import MANIFEST, read_manifest
 
 _HASHED: dict[tuple, str] = {}  # (path, size, mtime_ns) -> sha256, once per file per process
 
