@@ -165,7 +165,7 @@ def test_killing_the_server_mid_episode_fails_the_episode_and_the_next_reset_wor
 def test_a_dead_remote_server_raises_server_died_naming_it_in_step_and_reset():
     server = launch("town")
     endpoint = f"{server.host}:{server.port}"
-    env = DrivingEnv(**SMALL, **{"server.host": server.host, "server.port": server.port, "server.timeout_s": 3.0})
+    env = DrivingEnv(**SMALL, **{"server.host": server.host, "server.port": server.port, "server.timeout_s": 6.0})
     try:
         env.reset(seed=3)
         env.step(np.array([0.0, 0.5, 0.0], np.float32))
