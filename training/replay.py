@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from envs.maps.geometry import wrap_angle
 from envs.rig import Rig, RigSensors, spawn_rig
 from envs.server.launch import ServerProcess, launch
 
@@ -44,15 +45,11 @@ def _ego_pose(row: dict) -> dict:
     return {"x": x, "y": y, "z": z, "roll": roll, "pitch": pitch, "yaw": yaw}
 
 
-def _angle_error(a: float, b: float) -> float:
-    return abs((a - b + 180.0) % 360.0 - 180.0)
-
-
 def _pose_error(pose: dict, transform) -> tuple[float, float]:
     loc, rot = transform.location, transform.rotation
     metres = math.dist((pose["x"], pose["y"], pose["z"]), (loc.x, loc.y, loc.z))
-    degrees = max(_angle_error(pose["roll"], rot.roll), _angle_error(pose["pitch"], rot.pitch),
-                  _angle_error(pose["yaw"], rot.yaw))
+    degrees = max(abs(wrap_angle(pose["roll"] - rot.roll)), abs(wrap_angle(pose["pitch"] - rot.pitch)),
+                  abs(wrap_angle(pose["yaw"] - rot.yaw)))
     return metres, degrees
 
 
