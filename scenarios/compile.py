@@ -10,6 +10,7 @@ its uses. Every problem raises one `ScenarioError` naming the file, line, field 
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_args
@@ -20,7 +21,7 @@ from pydantic import BaseModel, ValidationError
 from envs.maps import available_maps, load_xodr_text
 
 from . import schema as S
-from .distributions import parse_distribution, rng_for, sample_tree
+from .distributions import is_number, parse_distribution, rng_for, sample_tree
 from .errors import ScenarioError
 from .placement import PlacementError, place_absolute, place_on_route
 from .route import Route, RouteError, plan_route, route_from_length, route_through
@@ -89,6 +90,9 @@ def _fix_for(error: dict, model_fields: list[str] | None) -> tuple[str, str]:
         return f"unknown key '{key}'", f"remove it or use one of: {known}"
     if kind == "missing":
         return f"required key '{key}' is missing", f"add `{key}: ...` (see scenarios/library/ for examples)"
+    if kind == "too_long":
+        return (f"{error['ctx']['actual_length']} entries, more than the {error['ctx']['max_length']} allowed",
+                "keep the list within the bound (docs/scenarios.md, Limits)")
     if kind == "literal_error":
         return f"{error['input']!r} is not allowed", message.replace("Input should be", "use")
     if "; fix: " in message:
@@ -164,9 +168,9 @@ def _parameters(source: Source, overrides: dict[str, Any] | None) -> dict[str, A
             except ValueError as exc:
                 problem, _, fix = str(exc).partition("; fix: ")
                 raise source.error(("parameters", name), problem, fix or "write a number or a distribution") from exc
-        elif not isinstance(value, (int, float)) or isinstance(value, bool):
-            raise source.error(("parameters", name), f"parameter '{name}' is {value!r}, not a number",
-                               "write a number or a distribution")
+        elif not is_number(value):
+            raise source.error(("parameters", name), f"parameter '{name}' is {value!r}, not a finite number",
+                               "write a finite number or a distribution")
     return values
 
 
@@ -203,6 +207,57 @@ def _check_semantics(scenario: S.Scenario, source: Source) -> None:
                         raise source.error(("actors", i, "behaviour", j, key, "event"),
                                            f"no actor '{actor_id}' has a step named '{step_name}'",
                                            "name the step (`name: ...`) or fix the event's actor and step")
+    _check_event_cycles(scenario, source)
+
+
+def _check_event_cycles(scenario: S.Scenario, source: Source) -> None:
+    """Refuse `wait: {event: ...}` steps that wait, directly or through other actors' waits, for an event that can
+    only happen after they end: those actors would stand still for the whole episode.
+
+    Nodes are (actor, step, "started" | "finished"); an edge says the first must happen before the second: a step
+    starts after the previous one finishes, finishes after it starts, and a `wait` on an event finishes after that
+    event. A node on a cycle can never happen (Kahn's topological order never reaches it)."""
+    first = {}  # (actor id, step name) -> (actor index, step index) of the first step with that name
+    for i, actor in enumerate(scenario.actors):
+        for j, step in enumerate(actor.behaviour):
+            first.setdefault((actor.id, step.name), (i, j))
+    after: dict[tuple, list[tuple]] = {}  # node -> the nodes that must happen before it
+    waits: dict[tuple, tuple[tuple, str]] = {}  # a wait step's "finished" node -> (event node, event text)
+    for i, actor in enumerate(scenario.actors):
+        for j, step in enumerate(actor.behaviour):
+            after[(i, j, "started")] = [(i, j - 1, "finished")] if j else []
+            after[(i, j, "finished")] = [(i, j, "started")]
+            if step.wait is not None and step.wait.event is not None:
+                actor_id, step_name, what = step.wait.event.split(".")
+                event = (*first[(actor_id, step_name)], what)
+                after[(i, j, "finished")].append(event)
+                waits[(i, j, "finished")] = (event, step.wait.event)
+    missing = {node: len(before) for node, before in after.items()}
+    then: dict[tuple, list[tuple]] = {}
+    for node, before in after.items():
+        for b in before:
+            then.setdefault(b, []).append(node)
+    ready = [node for node, count in missing.items() if count == 0]
+    while ready:
+        for node in then.get(ready.pop(), []):
+            missing[node] -= 1
+            if missing[node] == 0:
+                ready.append(node)
+    stuck = {node for node, count in missing.items() if count}
+    if not stuck:
+        return
+    # Walk back through stuck predecessors until a node repeats: that stretch is a cycle.
+    node, path = min(stuck), []
+    while node not in path:
+        path.append(node)
+        node = next(b for b in after[node] if b in stuck)
+    cycle = path[path.index(node):][::-1]
+    waiting = [n for n in cycle if n in waits and waits[n][0] in cycle]
+    i, j, _ = min(waiting)
+    chain = " -> ".join(f"{scenario.actors[a].id}.behaviour[{b}] waits for {waits[(a, b, 'finished')][1]}"
+                        for a, b, _ in sorted(waiting))
+    raise source.error(("actors", i, "behaviour", j, "wait", "event"), f"circular event triggers ({chain}): "
+                       "none of these steps can ever finish", "make one of these steps wait for something else")
 
 
 def load_scenario(file: str | Path, parameters: dict[str, Any] | None = None) -> ScenarioSpec:
@@ -314,6 +369,9 @@ def compile_scenario(spec: ScenarioSpec, seed: int, world_map: carla.Map) -> Com
     except RouteError as exc:
         raise source.error(("ego", "route"), f"no route on map '{scenario.map}': {exc}",
                            "move the start/goal onto a driving lane (see docs/maps.md for coordinates)") from exc
+    if route.length > S.MAX_ROUTE_M:
+        raise source.error(("ego", "route"), f"the route is {route.length:.0f} m long, more than {S.MAX_ROUTE_M:.0f} m",
+                           "choose waypoints or a goal closer to the start")
     actors = []
     for i, actor in enumerate(scenario.actors):
         kind = S.blueprint_kind(actor.blueprint)
@@ -333,12 +391,16 @@ def compile_scenario(spec: ScenarioSpec, seed: int, world_map: carla.Map) -> Com
                             scenario.ego_lights, actors, values)
 
 
-def validate_file(file: str | Path, seeds: tuple[int, ...] = (0,)) -> list[CompiledScenario]:
-    """Schema checks, then compile on the file's map for each seed (map checks are skipped for CARLA towns)."""
-    spec = load_scenario(file)
+def compile_seeds(spec: ScenarioSpec, seeds: Iterable[int]) -> list[CompiledScenario]:
+    """The map checks: compile `spec` on its map for each seed (none for a CARLA town: that needs its server)."""
     world_map = offline_map(spec.scenario.map, str(spec.file.parent))
     return [] if world_map is None else [compile_scenario(spec, seed, world_map) for seed in seeds]
 
 
+def validate_file(file: str | Path, seeds: tuple[int, ...] = (0,)) -> list[CompiledScenario]:
+    """Schema checks, then compile on the file's map for each seed (map checks are skipped for CARLA towns)."""
+    return compile_seeds(load_scenario(file), seeds)
+
+
 __all__ = ["ScenarioSpec", "CompiledScenario", "CompiledActor", "load_scenario", "compile_scenario", "draw",
-           "map_path", "weather_of", "validate_file", "offline_map", "dotted"]
+           "map_path", "weather_of", "validate_file", "compile_seeds", "offline_map", "dotted"]

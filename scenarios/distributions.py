@@ -12,6 +12,7 @@ file cannot produce an invalid value for some seed only. Each value is drawn fro
 """
 from __future__ import annotations
 
+import math
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -62,8 +63,23 @@ class Choice:
 Distribution = Uniform | Normal | Choice
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+def is_number(value: Any) -> bool:
+    """A finite int or float: YAML's `.nan` and `.inf` are floats, and a NaN pose or speed disables every check
+    that compares it (a NaN actor never collides), so they are refused like any other non-number."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _reads_as_number(text: str) -> bool:
+    """Whether `text` is a number to Python though YAML 1.1 (PyYAML) reads it as a string, as `1e8`."""
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _non_finite(value: Any) -> bool:
+    return isinstance(value, float) and not math.isfinite(value)
 
 
 def parse_distribution(value: dict) -> Distribution:
@@ -73,8 +89,8 @@ def parse_distribution(value: dict) -> Distribution:
                          "{uniform: [low, high]}, {normal: {mean, std, min, max}}, {choice: [...]}")
     kind, body = next(iter(value.items()))
     if kind == "uniform":
-        if not (isinstance(body, list) and len(body) == 2 and all(map(_is_number, body))):
-            raise ValueError("uniform needs two numbers; fix: write {uniform: [low, high]}")
+        if not (isinstance(body, list) and len(body) == 2 and all(map(is_number, body))):
+            raise ValueError("uniform needs two finite numbers; fix: write {uniform: [low, high]}")
         if body[0] > body[1]:
             raise ValueError(f"uniform low {body[0]} is above high {body[1]}; fix: write [low, high]")
         return Uniform(float(body[0]), float(body[1]))
@@ -83,8 +99,8 @@ def parse_distribution(value: dict) -> Distribution:
         if not isinstance(body, dict) or not {"mean", "std"} <= set(body) or set(body) - allowed:
             raise ValueError("malformed normal; fix: write {normal: {mean: m, std: s, min: a, max: b}} "
                              "(min/max optional)")
-        if not all(_is_number(v) for v in body.values()):
-            raise ValueError("normal's mean, std, min and max must be numbers; fix: write numbers")
+        if not all(is_number(v) for v in body.values()):
+            raise ValueError("normal's mean, std, min and max must be finite numbers; fix: write finite numbers")
         if body["std"] < 0:
             raise ValueError(f"normal std {body['std']} is negative; fix: use std >= 0")
         low, high = body.get("min"), body.get("max")
@@ -112,18 +128,23 @@ def number(ge: float | None = None, gt: float | None = None, le: float | None = 
     def validate(value: Any) -> float | Distribution:
         if isinstance(value, (Uniform, Normal, Choice)):
             return value
-        if _is_number(value):
+        if _non_finite(value):
+            raise ValueError(f"{value} is not a finite number; fix: write a finite number")
+        if is_number(value):
             if not inside(value):
                 raise ValueError(f"{value} is out of range; fix: use a value {bounds}")
             return float(value)
+        if isinstance(value, str) and _reads_as_number(value):
+            raise ValueError(f"{value!r} is text to YAML 1.1, not a number; fix: write it with a dot and a signed "
+                             "exponent (1.0e+8) or in full")
         if not isinstance(value, dict):
             raise ValueError(f"expected a number, got {type(value).__name__} {value!r}; "
                              "fix: write a number or a distribution")
         dist = parse_distribution(value)
         if isinstance(dist, Choice):
-            bad = [v for v in dist.options if not _is_number(v) or not inside(v)]
+            bad = [v for v in dist.options if not is_number(v) or not inside(v)]
             if bad:
-                raise ValueError(f"choice option {bad[0]!r} is out of range; fix: list numbers"
+                raise ValueError(f"choice option {bad[0]!r} is out of range; fix: list finite numbers"
                                  + (f" {bounds}" if bounds else ""))
             return Choice(tuple(float(v) for v in dist.options))
         low, high = dist.support()

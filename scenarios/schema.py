@@ -61,6 +61,12 @@ def _known_weather(name: str) -> str | None:
 
 Blueprint = name_choice(_known_blueprint)
 WeatherPreset = name_choice(_known_weather)
+# Bounds on the work one file may ask for: route planning and the episode's length grow with the route, the
+# world with its actors. Far above anything in the library (its longest route is 300 m, its largest cast 5
+# actors) and far below what would exhaust a run.
+MAX_ROUTE_M = 10_000.0
+MAX_TIMEOUT_S = 7_200.0  # two hours of simulated time (144,000 steps at 20 Hz)
+MAX_ACTORS = 256
 Speed = number(ge=0.0, le=60.0)  # m/s
 Metres = number(ge=0.0)
 Positive = number(gt=0.0)
@@ -105,7 +111,7 @@ class RouteSpec(Model):
     """One of: `start` + `goal`; `start` + `length` (+ `turns` at junctions); `waypoints` (start first)."""
     start: Location | None = None
     goal: Location | None = None
-    length: Positive | None = None
+    length: number(gt=0.0, le=MAX_ROUTE_M) | None = None
     turns: list[Literal["left", "right", "straight"]] | None = None
     waypoints: list[Location] | None = Field(default=None, min_length=2)
 
@@ -286,7 +292,7 @@ class Actor(Model):
 
 
 class Criteria(Model):
-    timeout_s: Positive | None = None  # default: 10 s + 0.5 s per metre of route
+    timeout_s: number(gt=0.0, le=MAX_TIMEOUT_S) | None = None  # default: 10 s + 0.5 s per metre of route
 
 
 class Scenario(Model):
@@ -297,7 +303,7 @@ class Scenario(Model):
     ego: Ego
     ego_lights: Literal["cycle", "green"] = "cycle"  # green: lights on the ego route are held green
     parameters: dict[str, Any] = {}  # named numbers, used elsewhere as "$name" (see compile.py)
-    actors: list[Actor] = []
+    actors: list[Actor] = Field(default=[], max_length=MAX_ACTORS)
     criteria: Criteria = Criteria()
 
 

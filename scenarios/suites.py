@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from .compile import ScenarioSpec, load_scenario
+from .compile import ScenarioSpec, compile_seeds, load_scenario
 from .errors import ScenarioError
 from .source import dotted, load_source
 
@@ -53,7 +53,8 @@ def suite_path(name_or_path: str) -> Path:
 
 def load_suite(name_or_path: str, limit: int | None = None) -> tuple[str, list[Episode]]:
     """(suite name, its episodes in order, only the first `limit` when given); every scenario is validated
-    first, errors name the file."""
+    first as `slimdrive scenario validate` does (schema, then compiled on its map for each of its seeds), errors
+    name the file."""
     path = suite_path(name_or_path)
     source = load_source(path)
     try:
@@ -66,6 +67,7 @@ def load_suite(name_or_path: str, limit: int | None = None) -> tuple[str, list[E
     episodes, seen = [], set()
     for i, entry in enumerate(suite.entries):
         spec = load_scenario(path.parent / entry.scenario, entry.parameters)
+        compile_seeds(spec, entry.seeds)  # the map checks `slimdrive scenario validate` makes, for these seeds
         for seed in entry.seeds:
             episode = Episode(spec, seed)
             if episode.key in seen:
