@@ -11,10 +11,12 @@ quarter's minimum speed the factor of their percentage. An infraction that ends 
 blocked, timeout) has no factor and costs the full `infraction_scale`. So an episode's return tracks the
 Leaderboard's driving score on a 0-100 scale.
 
-`terminated`: a collision, leaving the route by more than 30 m, or reaching the goal. `truncated`: the route
-timeout or being blocked for 180 s. A dead embedded server ends the episode with `info["failure"]` set and is
-restarted by the next `reset()`; a dead remote server raises `ServerDied` naming its host and port. An error
-raised by the scenario hook while the simulator still answers is the scenario's: `ScenarioFailed`, naming it.
+`terminated`: leaving the route by more than 30 m, or reaching the goal. A collision is counted and the route
+goes on, as in the Leaderboard 2.0; with `end_on_collision: true` (an option for training) the first collision
+also terminates the episode. `truncated`: the route timeout or being blocked for 180 s. A dead embedded server
+ends the episode with `info["failure"]` set and is restarted by the next `reset()`; a dead remote server raises
+`ServerDied` naming its host and port. An error raised by the scenario hook while the simulator still answers is
+the scenario's: `ScenarioFailed`, naming it.
 """
 from __future__ import annotations
 
@@ -126,6 +128,7 @@ class DrivingEnv(gym.Env):
         self._infraction_scale = float(self.cfg.reward.infraction_scale)
         self._sensor_timeout_s = float(self.cfg.sensor_timeout_s)
         self._target_ahead_m = float(self.cfg.target_ahead_m)
+        self._end_on_collision = bool(self.cfg.end_on_collision)
         self.rig: Rig = load_rig(self.cfg.rig, image_size_x=self.cfg.image_size_x, image_size_y=self.cfg.image_size_y)
         n, h, w = len(self.rig.cameras), self.rig.image_size_y, self.rig.image_size_x
         self.observation_space = spaces.Dict({
@@ -295,7 +298,7 @@ class DrivingEnv(gym.Env):
             self._ego.apply_control(carla.VehicleControl(throttle=float(throttle), steer=float(steer),
                                                          brake=float(brake)))
             snapshot, new = self._tick()
-            collided = any(i.kind in COLLISION_KINDS for i in new)
+            collided = self._end_on_collision and any(i.kind in COLLISION_KINDS for i in new)
             if collided:
                 # End the route now, so that its closing infractions (outside lanes, minimum speed) are charged
                 # and reported with this step, as when the criteria end the route themselves.

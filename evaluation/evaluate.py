@@ -54,6 +54,7 @@ def summarise(records: list[dict], episodes: list[Episode], cfg: DictConfig, sui
     ttcs = [r["min_ttc_s"] for r in records if r["min_ttc_s"] is not None]
     return {
         "scoring_version": metrics.SCORING_VERSION,
+        "scoring_deviations": metrics.deviations(bool(cfg.env.end_on_collision)),
         "suite": suite, "agent": cfg.agent, "precision": precision_of(cfg), "code_version": code_version(),
         "seeds": sorted({e.seed for e in episodes}), "episodes_planned": len(episodes), "episodes_run": len(records),
         "budget": OmegaConf.to_container(cfg.budget), "env": OmegaConf.to_container(cfg.env),

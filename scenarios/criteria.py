@@ -1,12 +1,18 @@
 """Leaderboard 2.0 infraction criteria, computed from the client side each tick.
 
-Constants follow ScenarioRunner's criteria (github.com/carla-simulator/scenario_runner,
-`srunner/scenariomanager/scenarioatomics/atomic_criteria.py`):
-collisions are deduplicated per other actor within 5 s and 5 m and not counted below 0.1 m/s ego speed; a
-red light counts when the ego enters the junction past a red light whose trigger volume it was in; the
-route ends on completion (> 99 % and within 10 m of the goal), on a deviation of more than 30 m, when
-blocked below 0.1 m/s for 180 s, or at the route timeout. Outside-route-lanes and minimum-speed figures are
-percentages that the driving score turns into penalties (see `scenarios/metrics.py`).
+Constants follow ScenarioRunner's criteria as the Leaderboard 2.0 runs them (github.com/carla-simulator/
+scenario_runner, branch leaderboard-2.0, `srunner/scenariomanager/scenarioatomics/atomic_criteria.py`, and
+github.com/carla-simulator/leaderboard, branch leaderboard-2.0, `leaderboard/scenarios/route_scenario.py`, which
+builds `CollisionTest` without `terminate_on_failure`, so a route goes on after a collision). Collisions are
+deduplicated as `CollisionTest` does (`COLLISION_RADIUS = 5`, `MAX_ID_TIME = 5`, `EPSILON = 0.1`): only the last
+counted collision is remembered; a contact is not counted again while it is with the same other actor within 5 s
+of it, or while the ego is still within 5 m of where it stood then, and no contact counts below 0.1 m/s ego
+speed. (ScenarioRunner's older branches, e.g. leaderboard-1.0, name these MIN_AREA_OF_COLLISION = 3,
+MAX_AREA_OF_COLLISION = 5 and MAX_ID_TIME = 5; the 2.0 branch replaced them.) A red light counts when the ego
+enters the junction past a red light whose trigger volume it was in; the route ends on completion (> 99 % and
+within 10 m of the goal), on a deviation of more than 30 m, when blocked below 0.1 m/s for 180 s, or at the
+route timeout. Outside-route-lanes and minimum-speed figures are percentages that the driving score turns into
+penalties (see `scenarios/metrics.py`).
 
 Stop signs are not judged: `stop_infraction` keeps its coefficient but is never recorded, because the
 embedded server has no `traffic.stop` actors to test it against (docs/scenarios.md, "Criteria not evaluated").
@@ -23,9 +29,9 @@ import numpy as np
 
 from .route import Route
 
-COLLISION_DEDUPE_S = 5.0
-COLLISION_DEDUPE_M = 5.0
-MIN_MOVING_SPEED = 0.1  # m/s
+COLLISION_ID_TIME_S = 5.0  # CollisionTest.MAX_ID_TIME: the last collision's other actor is remembered this long
+COLLISION_RADIUS_M = 5.0  # CollisionTest.COLLISION_RADIUS: ... and where the ego stood, until it is this far away
+MIN_MOVING_SPEED = 0.1  # m/s (CollisionTest.EPSILON, ActorBlockedTest's min_speed)
 ROUTE_DEVIATION_M = 30.0
 BLOCKED_S = 180.0
 COMPLETION_PCT = 99.0
@@ -76,7 +82,10 @@ class EpisodeCriteria:
         self._last_location: carla.Location | None = None
         self._stopped_since: float | None = None
         self._collisions: queue.Queue = queue.Queue()
-        self._recent_collisions: list[tuple[int, float, carla.Location]] = []
+        # The last counted collision, as CollisionTest keeps it: the other actor's id, when, where the ego stood
+        self._collision_id: int | None = None
+        self._collision_time = 0.0
+        self._collision_location: carla.Location | None = None
         self._light_at: carla.TrafficLight | None = None  # the light of the ego's approach to a junction
         self._light_seen_at: carla.Location | None = None  # where the ego last stood in its trigger volume
         self._was_at_light = False
@@ -131,7 +140,7 @@ class EpisodeCriteria:
         location = ego_state.get_transform().location
         speed = ego_state.get_velocity().length()
         self._progress(location, snapshot)
-        self._collision_events(snapshot, speed)
+        self._collision_events(snapshot, location, speed, now)
         self._red_light(location, snapshot)
         self._lanes_and_speed(location, speed, snapshot)
         self._blocked_and_timeout(speed, now, snapshot)
@@ -149,7 +158,14 @@ class EpisodeCriteria:
             self.record("route_dev", snapshot, {"lateral_m": round(abs(lateral), 2)})
         self.progress_s = max(self.progress_s, s)
 
-    def _collision_events(self, snapshot, speed: float) -> None:
+    def _collision_events(self, snapshot, location: carla.Location, speed: float, now: float) -> None:
+        """CollisionTest of the Leaderboard 2.0: forget the last collision once the ego is more than 5 m from
+        where it was counted (its `update`) or 5 s have passed (for its other actor), then count this tick's
+        contacts that are neither with that actor nor within 5 m of it (its `_count_collisions`)."""
+        if self._collision_location is not None and location.distance(self._collision_location) > COLLISION_RADIUS_M:
+            self._collision_location = None
+        if self._collision_id is not None and now - self._collision_time > COLLISION_ID_TIME_S:
+            self._collision_id = None
         while True:
             try:
                 event = self._collisions.get_nowait()
@@ -158,15 +174,16 @@ class EpisodeCriteria:
             if event.frame > snapshot.frame:
                 self._collisions.put(event)
                 return
-            other, where, now = event.other_actor, event.transform.location, event.timestamp
-            if speed < MIN_MOVING_SPEED:
+            other = event.other_actor
+            if other.id == self._collision_id or (
+                    self._collision_location is not None
+                    and location.distance(self._collision_location) <= COLLISION_RADIUS_M):
                 continue
-            duplicate = any(other.id == oid and now - t < COLLISION_DEDUPE_S
-                            and where.distance(loc) < COLLISION_DEDUPE_M for oid, t, loc in self._recent_collisions)
-            self._recent_collisions = [c for c in self._recent_collisions if now - c[1] < COLLISION_DEDUPE_S]
-            if duplicate:
+            if speed < MIN_MOVING_SPEED:  # "If the actor speed is 0, the collision isn't its fault"
                 continue
-            self._recent_collisions.append((other.id, now, where))
+            self._collision_time, self._collision_location = now, location
+            if other.id != 0:  # id 0: the static world, never remembered by id (as CollisionTest)
+                self._collision_id = other.id
             kind = ("collisions_pedestrian" if other.type_id.startswith("walker.")
                     else "collisions_vehicle" if other.type_id.startswith("vehicle.") else "collisions_layout")
             self.record(kind, snapshot, {"other_id": other.id, "other_type": other.type_id,

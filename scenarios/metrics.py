@@ -8,6 +8,9 @@ Leaderboard 2.0 (github.com/carla-simulator/leaderboard, branch leaderboard-2.0,
               x (1 - outside_lanes_pct / 100)
               x prod over route quarters (1 - 0.3 (1 - min_speed_pct / 100))
     global score = mean over routes, a missing or crashed route counting 0.
+
+`SCORING_VERSION` names these rules as slimdrive applies them, and `deviations` lists, for a run's results,
+every rule in which they differ from the Leaderboard 2.0's (`slimdrive eval` writes both into results.json).
 """
 from __future__ import annotations
 
@@ -19,7 +22,23 @@ import numpy as np
 
 from .criteria import PENALTY
 
-SCORING_VERSION = "leaderboard-2.0"
+# Revision 2: routes go on after a collision and collisions are deduplicated as the Leaderboard 2.0's
+# CollisionTest does (revision 1, "leaderboard-2.0", ended the route at the first collision).
+SCORING_VERSION = "leaderboard-2.0+slimdrive.2"
+# Where slimdrive's criteria differ from the Leaderboard 2.0 (github.com/carla-simulator/leaderboard and
+# scenario_runner, branch leaderboard-2.0), whatever the run's settings.
+DEVIATIONS = (
+    "stop signs are not judged: stop_infraction is never recorded (the embedded server has no traffic.stop "
+    "actors; docs/scenarios.md, 'Criteria not evaluated')",
+    "minimum speed compares the ego with every other vehicle within 50 m, where MinimumSpeedRouteTest "
+    "compares it with the Background Activity's vehicles (role_name 'background') anywhere",
+    "the route timeout is the scenario's criteria.timeout_s (default 10 s + 0.5 s per metre of route), "
+    "where RouteTimeoutBehavior starts at 300 s and extends it as the ego advances",
+    "route deviation is the lateral distance from the route's lane path (> 30 m), where InRouteTest measures "
+    "the distance to the nearest of the next route waypoints",
+)
+END_ON_COLLISION_DEVIATION = ("the route ended at the first collision (env.end_on_collision=true), where the "
+                              "Leaderboard 2.0 drives on and counts every further collision")
 MIN_SPEED_WEIGHT = 0.3
 # Bench2Drive comfort bounds (github.com/Thinklab-SJTU/Bench2Drive, `tools/efficiency_smoothness_benchmark.py`):
 # longitudinal accel, lateral accel, jerk, longitudinal jerk, yaw acceleration, yaw rate, after a Savitzky-Golay
@@ -29,6 +48,11 @@ COMFORT_BOUNDS = {"lon_accel": (-4.05, 2.40), "lat_accel": (-4.89, 4.89), "jerk"
 COMFORT_WINDOW = 20
 SAVGOL_WINDOW, SAVGOL_ORDER = 7, 2
 TTC_HORIZON_S = 10.0
+
+
+def deviations(end_on_collision: bool) -> list[str]:
+    """Every rule of a run's scoring that differs from the Leaderboard 2.0's (for its results)."""
+    return [*DEVIATIONS, *([END_ON_COLLISION_DEVIATION] if end_on_collision else [])]
 
 
 def infraction_penalty(kinds: Iterable[str], outside_lanes_pct: float = 0.0,

@@ -62,11 +62,12 @@ SHOULDER_Y = -11.5  # the shoulder's centre line beside the route (the road runs
 
 
 def test_swerving_onto_the_shoulder_into_a_parked_car_costs_the_collision_and_the_outside_lanes_share(tmp_path):
-    """The collision ends the route, which records outside-route-lanes in the same step; the return is route
-    completion minus the scale times what both take off the Leaderboard penalty."""
+    """With `end_on_collision` (the training option) the collision ends the route, which records
+    outside-route-lanes in the same step; the return is route completion minus the scale times what both take
+    off the Leaderboard penalty."""
     file = tmp_path / "shoulder.yaml"
     file.write_text(SHOULDER)
-    env = DrivingEnv(rig="front1", image_size_x=64, image_size_y=32)
+    env = DrivingEnv(rig="front1", image_size_x=64, image_size_y=32, end_on_collision=True)
     try:
         _, info = env.reset(seed=0, options={"scenario": ScenarioRun(load_scenario(file), 0)})
         start_completion, total = info["route_completion"], 0.0

@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from scenarios import metrics
 from scenarios.suites import SUITES_DIR
 from slimdrive import main
 
@@ -27,15 +28,32 @@ def _one_scenario_suite(tmp_path, scenario: str, seeds: list[int]) -> str:
     return str(suite)
 
 
-def test_expert_brakes_for_the_jaywalker_and_cruise_hits_it(tmp_path):
+def _episodes(tmp_path, agent: str) -> list[dict]:
+    return [json.loads(line) for line in (tmp_path / agent / "episodes.jsonl").read_text().splitlines()]
+
+
+def test_expert_brakes_for_the_jaywalker_and_cruise_hits_it_once_and_drives_on(tmp_path):
     suite = _one_scenario_suite(tmp_path, "jaywalker_parked_van", [1000])
     expert = _eval(tmp_path, "expert", suite)
     cruise = _eval(tmp_path, "cruise", suite)
-    assert expert["scoring_version"] == cruise["scoring_version"] == "leaderboard-2.0"
+    assert expert["scoring_version"] == cruise["scoring_version"] == metrics.SCORING_VERSION
+    assert cruise["scoring_deviations"] == metrics.deviations(end_on_collision=False)
     assert expert["driving_score"] >= 95.0
     assert "collisions_pedestrian" not in expert["scenarios"]["jaywalker_parked_van"]["infractions"]
-    assert cruise["scenarios"]["jaywalker_parked_van"]["infractions"].get("collisions_pedestrian") == 1
-    assert cruise["driving_score"] < 50.0
+    # Leaderboard 2.0: the route goes on after the collision, and the ego pushing on against the walker for
+    # several ticks (one contact event per tick) is one collision (CollisionTest's 5 m / 5 s memory)
+    (episode,) = _episodes(tmp_path, "cruise")
+    assert episode["done"] == "completed" and episode["route_completion"] > 99.0
+    assert [i["kind"] for i in episode["infractions"]].count("collisions_pedestrian") == 1
+    assert episode["infraction_penalty"] <= 0.5 and cruise["driving_score"] <= 50.0
+
+
+def test_ending_at_the_first_collision_is_a_training_option_that_the_results_state(tmp_path):
+    suite = _one_scenario_suite(tmp_path, "jaywalker_parked_van", [1000])
+    cruise = _eval(tmp_path, "cruise", suite, "env.end_on_collision=true")
+    (episode,) = _episodes(tmp_path, "cruise")
+    assert episode["done"] == "collision" and episode["route_completion"] < 60.0
+    assert metrics.END_ON_COLLISION_DEVIATION in cruise["scoring_deviations"]
 
 
 def test_same_seed_same_scores_and_resume(tmp_path):
