@@ -11,7 +11,7 @@ Resume: rerunning the same command removes leftovers of a killed run and skips c
 the simulator failed is not committed and runs again next time. `workers=N` runs N processes, each with its own
 simulator; each episode is decided by its seed alone, so the set of episodes equals a sequential run's. A worker
 process that dies (LibCarla's client can abort the process it runs in) is replaced and its episode collected
-again, at most `retries` more times (`training.workers`); the other workers carry on.
+again, at most `retries` more times (`envs.workers`); the other workers carry on.
 `noise.share` of the episodes get triangular steering and speed perturbations (`training.noise`).
 """
 from __future__ import annotations
@@ -34,12 +34,12 @@ from envs.driving_env import DrivingEnv
 from envs.provenance import code_version, sha256_file
 from envs.rig import Rig
 from envs.rollout import Observer, Step, rollout
+from envs.workers import Death, supervised
 from scenarios.errors import ScenarioError
 from scenarios.suites import Episode, load_suite
 
 from .logs.writer import EpisodeWriter, cleanup_leftovers, committed_keys
 from .noise import NoiseConfig, TriangularNoise, noisy_episode
-from .workers import Death, supervised
 
 RECORDED_KINDS = ("vehicle", "walker", "static")
 

@@ -7,7 +7,7 @@ labels, controls, events, velocities and light states are copied from the source
 those read back from the re-rendering world (checked against the recorded ones), the cameras are new. The
 metadata names the source file and its sha256 under `rerendered_from`, and states the rig, image size and
 weather used. Schema version 1 files lack the colours, light states and ego blueprint a re-render needs: they
-are refused, naming the file. Rerunning resumes; `workers=N` re-renders N episodes at a time (`training.workers`).
+are refused, naming the file. Rerunning resumes; `workers=N` re-renders N episodes at a time (`envs.workers`).
 """
 from __future__ import annotations
 
@@ -22,13 +22,13 @@ from omegaconf import DictConfig, OmegaConf
 
 from envs.provenance import code_version
 from envs.rig import Rig, rig_from_config
+from envs.workers import Death, supervised
 
 from .collect import rig_metadata, weather_fields
 from .logs.reader import EpisodeReader
 from .logs.schema import LogFormatError
 from .logs.writer import MANIFEST, EpisodeWriter, cleanup_leftovers, committed_keys, read_manifest
 from .replay import POSE_TOLERANCE_M, ROTATION_TOLERANCE_DEG, Replayer, RerenderError
-from .workers import Death, supervised
 
 
 @dataclass(frozen=True)

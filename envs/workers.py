@@ -1,5 +1,8 @@
-"""Tasks in N spawned worker processes that survive the death of a worker (`slimdrive collect workers=N`,
-`slimdrive dataset rerender workers=N`).
+"""Tasks in N spawned worker processes that survive the death of a worker (`slimdrive eval workers=N`,
+`slimdrive collect workers=N`, `slimdrive dataset rerender workers=N`): the one pool of the project.
+
+It lives at the bottom of `envs` (it imports nothing of slimdrive) so that evaluation, below training, and
+training's collection and re-rendering share it.
 
 The CARLA client library can kill the process it runs in: LibCarla occasionally throws `std::bad_weak_ptr` from a
 callback thread, `std::terminate` aborts the process, and no Python code runs. In a `ProcessPoolExecutor` that

@@ -1,4 +1,4 @@
-"""`training.workers.supervised` with real spawned processes: a worker that dies is replaced and only its task is
+"""`envs.workers.supervised` with real spawned processes: a worker that dies is replaced and only its task is
 tried again, the other workers' results all arrive; a task that always kills its worker is given up after
 `retries` more attempts; a task's or an initializer's exception is raised in the parent with the worker's
 traceback."""
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from training.workers import WorkerError, supervised
+from envs.workers import WorkerError, supervised
 
 _state: dict = {}
 
