@@ -258,7 +258,7 @@ class Simulator:
     @call(void=True)
     def set_actor_location(self, actor_id: int, location) -> None:
         actor = self.world.actor(int(actor_id))
-        pose = pr.Transform(*pr.vector3(location), *actor.transform[3:6])
+        pose = pr.Transform(*pr.vector3(location, "location"), *actor.transform[3:6])
         self.world.set_transform(actor, pose)
 
     @call(void=True)
@@ -267,11 +267,12 @@ class Simulator:
 
     @call(void=True)
     def set_actor_target_velocity(self, actor_id: int, velocity) -> None:
-        self.world.set_target_velocity(self.world.actor(int(actor_id)), pr.vector3(velocity))
+        self.world.set_target_velocity(self.world.actor(int(actor_id)), pr.vector3(velocity, "velocity"))
 
     @call(void=True)
     def set_actor_target_angular_velocity(self, actor_id: int, velocity) -> None:
-        self.world.set_target_angular_velocity(self.world.actor(int(actor_id)), pr.vector3(velocity))
+        self.world.set_target_angular_velocity(self.world.actor(int(actor_id)),
+                                                pr.vector3(velocity, "angular velocity"))
 
     @call(void=True)
     def enable_actor_constant_velocity(self, actor_id: int, velocity) -> None:
@@ -279,7 +280,7 @@ class Simulator:
         if actor.kind != "vehicle":  # as CARLA: only vehicles keep a constant velocity
             raise CarlaError(f"enable_actor_constant_velocity: actor {actor.id} ({actor.blueprint.id}) "
                              "is not a vehicle")
-        actor.constant_velocity = pr.vector3(velocity)
+        actor.constant_velocity = pr.vector3(velocity, "velocity")
 
     @call(void=True)
     def disable_actor_constant_velocity(self, actor_id: int) -> None:
@@ -336,15 +337,15 @@ class Simulator:
 
     @call(void=True)
     def set_traffic_light_green_time(self, actor_id: int, seconds: float) -> None:
-        self._light(actor_id).green_time = max(float(seconds), 0.0)
+        self._light(actor_id).green_time = max(pr.finite(seconds, "green_time"), 0.0)
 
     @call(void=True)
     def set_traffic_light_yellow_time(self, actor_id: int, seconds: float) -> None:
-        self._light(actor_id).yellow_time = max(float(seconds), 0.0)
+        self._light(actor_id).yellow_time = max(pr.finite(seconds, "yellow_time"), 0.0)
 
     @call(void=True)
     def set_traffic_light_red_time(self, actor_id: int, seconds: float) -> None:
-        self._light(actor_id).red_time = max(float(seconds), 0.0)
+        self._light(actor_id).red_time = max(pr.finite(seconds, "red_time"), 0.0)
 
     @call(void=True)
     def freeze_traffic_light(self, actor_id: int, freeze: bool) -> None:

@@ -8,6 +8,7 @@ structs, `LibCarla/source/carla/sensor/s11n/*Serializer.h` for the sensor payloa
 """
 from __future__ import annotations
 
+import math
 import struct
 from dataclasses import dataclass, field
 
@@ -35,6 +36,15 @@ SIM_STATE_NONE, SIM_STATE_MAP_CHANGE = 0, 1
 
 
 # ---------------------------------------------------------------------------------------------- RPC structs
+def finite(value, what: str) -> float:
+    """`value` as a float, refused (ValueError, which the server answers as the call's error) when it is NaN or
+    infinite: a NaN pose fails every comparison, so an actor placed at one is never in contact with anything."""
+    number = float(value)
+    if not math.isfinite(number):
+        raise ValueError(f"{what} is {number}, not a finite number")
+    return number
+
+
 @dataclass
 class Transform:
     x: float = 0.0
@@ -50,15 +60,16 @@ class Transform:
     @classmethod
     def from_msg(cls, msg) -> Transform:
         (x, y, z), (pitch, yaw, roll) = msg
-        return cls(float(x), float(y), float(z), float(pitch), float(yaw), float(roll))
+        names = ("location.x", "location.y", "location.z", "rotation.pitch", "rotation.yaw", "rotation.roll")
+        return cls(*(finite(v, f"transform {n}") for n, v in zip(names, (x, y, z, pitch, yaw, roll))))
 
     def as_tuple(self) -> tuple[float, float, float, float, float, float]:
         return (self.x, self.y, self.z, self.pitch, self.yaw, self.roll)
 
 
-def vector3(msg) -> np.ndarray:
+def vector3(msg, what: str = "vector") -> np.ndarray:
     x, y, z = msg
-    return np.array([float(x), float(y), float(z)])
+    return np.array([finite(x, f"{what}.x"), finite(y, f"{what}.y"), finite(z, f"{what}.z")])
 
 
 def vector_msg(v) -> list[float]:
@@ -97,11 +108,12 @@ class EpisodeSettings:
         if not isinstance(msg, (list, tuple)) or len(msg) < 11:
             raise ValueError("EpisodeSettings must be an array of 11 fields")
         delta = msg[2]
-        fixed = float(delta[1]) if delta and delta[0] else None
+        fixed = finite(delta[1], "fixed_delta_seconds") if delta and delta[0] else None
         if fixed is not None and fixed <= 0.0:
             raise ValueError(f"fixed_delta_seconds must be positive, got {fixed}")
-        return cls(bool(msg[0]), bool(msg[1]), fixed, bool(msg[3]), float(msg[4]), int(msg[5]), float(msg[6]),
-                   bool(msg[7]), float(msg[8]), float(msg[9]), bool(msg[10]))
+        return cls(bool(msg[0]), bool(msg[1]), fixed, bool(msg[3]), finite(msg[4], "max_substep_delta_time"),
+                   int(msg[5]), finite(msg[6], "max_culling_distance"), bool(msg[7]),
+                   finite(msg[8], "tile_stream_distance"), finite(msg[9], "actor_active_distance"), bool(msg[10]))
 
 
 WEATHER_FIELDS = (
@@ -137,7 +149,7 @@ class Weather:
     def from_msg(cls, msg) -> Weather:
         if not isinstance(msg, (list, tuple)) or len(msg) != len(WEATHER_FIELDS):
             raise ValueError(f"WeatherParameters must be an array of {len(WEATHER_FIELDS)} numbers")
-        return cls(*(float(v) for v in msg))
+        return cls(*(finite(v, name) for name, v in zip(WEATHER_FIELDS, msg)))
 
 
 @dataclass
@@ -153,7 +165,8 @@ class VehicleControl:
     @classmethod
     def from_msg(cls, msg) -> VehicleControl:
         t, s, b, hb, rev, manual, gear = msg
-        return cls(min(max(float(t), 0.0), 1.0), min(max(float(s), -1.0), 1.0), min(max(float(b), 0.0), 1.0),
+        t, s, b = finite(t, "throttle"), finite(s, "steer"), finite(b, "brake")  # clamping would keep a NaN
+        return cls(min(max(t, 0.0), 1.0), min(max(s, -1.0), 1.0), min(max(b, 0.0), 1.0),
                    bool(hb), bool(rev), bool(manual), int(gear))
 
 
@@ -166,7 +179,7 @@ class WalkerControl:
     @classmethod
     def from_msg(cls, msg) -> WalkerControl:
         direction, speed, jump = msg
-        return cls(vector3(direction), max(float(speed), 0.0), bool(jump))
+        return cls(vector3(direction, "direction"), max(finite(speed, "speed"), 0.0), bool(jump))
 
 
 def response(value) -> list:

@@ -4,6 +4,11 @@ RPC: rpclib framing, i.e. bare msgpack arrays `[0, id, name, params]` answered b
 A malformed stream of bytes closes only that connection. Streaming: a client connects, writes a u32 stream
 id, then receives `[u32 size][payload]` frames of that stream. A subscriber that stops reading loses frames
 instead of growing the server's memory.
+
+Memory is bounded whatever a client sends (docs/server.md, Limits): a request larger than `MAX_FRAME_BYTES`,
+finished or not, closes its connection; a client that does not read its replies stops being read once
+`MAX_PENDING_REPLY_BYTES` of them wait (its requests stay in its socket until it reads); each port takes at
+most `MAX_CONNECTIONS` connections, and closes the ones beyond.
 """
 from __future__ import annotations
 
@@ -23,26 +28,67 @@ from .world import CarlaError, NotServed, not_served
 log = logging.getLogger("slimdrive.server")
 
 MAX_BUFFERED_BYTES = 64 * 1024 * 1024  # per stream subscriber
+# The largest RPC request: a client's own OpenDRIVE map (generate_opendrive_world) is the only big one, and the
+# shipped town is 0.2 MB. msgpack builds a request's objects as its bytes arrive, so the bytes of an unfinished
+# one are counted here (`RpcProtocol.unfinished`), and its arrays and maps are kept short: a batch of commands is
+# the longest array a client sends.
+MAX_FRAME_BYTES = 16 * 1024 * 1024
+MAX_ITEMS = 65_536
+MAX_PENDING_REPLY_BYTES = 8 * 1024 * 1024  # per RPC connection: replies queued for a client that is not reading
+MAX_CONNECTIONS = 64  # per port: a client takes one RPC connection and one stream connection per sensor
 ASYNC_TICK_SECONDS = 0.05  # wall-clock period of the self-ticking loop in asynchronous mode
 
 
 class RpcProtocol(asyncio.Protocol):
     def __init__(self, server: SimulatorServer):
         self.server = server
-        self.unpacker = msgpack.Unpacker(raw=False, strict_map_key=False)
+        self.unpacker = msgpack.Unpacker(raw=False, strict_map_key=False, max_bin_len=MAX_FRAME_BYTES,
+                                         max_str_len=MAX_FRAME_BYTES, max_array_len=MAX_ITEMS, max_map_len=MAX_ITEMS)
+        self.received = 0  # bytes fed to the unpacker
+        self.complete = 0  # where the last complete request ended (the unpacker's tell())
         self.transport: asyncio.Transport | None = None
+        self.replies_waiting = False  # the transport's write buffer is above its high-water mark
 
     def connection_made(self, transport):
         self.transport = transport
+        if self.server.admit(self, "RPC"):
+            transport.set_write_buffer_limits(high=MAX_PENDING_REPLY_BYTES)
+
+    def connection_lost(self, exc) -> None:
+        self.server.connections.discard(self)
 
     def data_received(self, data: bytes) -> None:
         self.unpacker.feed(data)
+        self.received += len(data)
+        self._handle_buffered()
+        # (requests held back by backpressure count too: at most one read, as reading pauses with them)
+        if not self.transport.is_closing() and self.received - self.complete > MAX_FRAME_BYTES:
+            log.warning("closing RPC connection from %s: a request larger than %d bytes (MAX_FRAME_BYTES)",
+                        self.transport.get_extra_info("peername"), MAX_FRAME_BYTES)
+            self.transport.abort()  # drop it now: its bytes are what must not accumulate
+
+    def _handle_buffered(self) -> None:
+        """Answer the complete requests buffered so far, stopping while the client leaves its replies unread."""
         try:
             for message in self.unpacker:
+                self.complete = self.unpacker.tell()
                 self._handle(message)
+                if self.replies_waiting or self.transport.is_closing():
+                    break
         except (msgpack.ExtraData, msgpack.FormatError, msgpack.StackError, ValueError) as exc:
             log.warning("closing RPC connection after malformed msgpack: %s", exc)
             self.transport.close()
+
+    def pause_writing(self) -> None:
+        # Backpressure: a client that does not read its replies is not read either, so that neither its requests
+        # nor the replies to them pile up here; they wait in its socket instead.
+        self.replies_waiting = True
+        self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.replies_waiting = False
+        self.transport.resume_reading()
+        self._handle_buffered()
 
     def _handle(self, message) -> None:
         if not isinstance(message, list) or len(message) not in (3, 4) or message[0] not in (0, 2):
@@ -67,6 +113,7 @@ class StreamProtocol(asyncio.Protocol):
 
     def connection_made(self, transport):
         self.transport = transport
+        self.server.admit(self, "stream")
 
     def data_received(self, data: bytes) -> None:
         if self.stream_id is not None:
@@ -80,6 +127,7 @@ class StreamProtocol(asyncio.Protocol):
                 self.send(self.server.last_state)
 
     def connection_lost(self, exc) -> None:
+        self.server.connections.discard(self)
         if self.stream_id is not None:
             self.server.subscribers.get(self.stream_id, set()).discard(self)
 
@@ -95,7 +143,19 @@ class SimulatorServer:
         self.host, self.port = host, port
         self.subscribers: dict[int, set[StreamProtocol]] = {}
         self.last_state: bytes | None = None  # the latest framed episode state
+        self.connections: set[RpcProtocol | StreamProtocol] = set()
         simulator.on_tick = self.publish
+
+    def admit(self, protocol: RpcProtocol | StreamProtocol, port: str) -> bool:
+        """Count a new connection in, or close it when its port already has `MAX_CONNECTIONS`."""
+        open_here = sum(type(c) is type(protocol) for c in self.connections)
+        if open_here >= MAX_CONNECTIONS:
+            log.warning("refusing a %s connection from %s: %d are open, the limit (MAX_CONNECTIONS)", port,
+                        protocol.transport.get_extra_info("peername"), open_here)
+            protocol.transport.abort()
+            return False
+        self.connections.add(protocol)
+        return True
 
     def dispatch(self, name, params) -> tuple[object, object]:
         """Run one call; returns (rpclib error field, result)."""
