@@ -108,6 +108,7 @@ class DrivingPolicy:
     def act(self, obs: Mapping[str, Any]) -> np.ndarray:
         """One step: observation -> ``[steer, throttle, brake]`` float32."""
         out = self.predict(obs)
+        self.waypoints = out["waypoints"]  # the path it drives (ego frame), drawn by evaluation videos
         speed = float(np.asarray(obs["speed"], dtype=np.float32).reshape(-1)[0])
         brake = bool(out["brake"] > 0.0) if "brake" in out else False  # a logit: the expert would brake here
         return self.controller.control(out["waypoints"], float(out["target_speed"]), speed, brake)

@@ -147,7 +147,11 @@ def _record(env: DrivingEnv, run: ScenarioRun, episode: Episode, info: Mapping[s
 
 class TimeToCollision(Observer):
     """The episode's minimum time-to-collision between the ego and any other vehicle or walker (oriented boxes,
-    constant velocity and heading; `scenarios.metrics.time_to_collision`). Adds ``min_ttc_s`` (None if none)."""
+    constant velocity and heading; `scenarios.metrics.time_to_collision`). Adds ``min_ttc_s`` (None if none).
+
+    It also keeps, per step, that step's time-to-collision (`ttc_s`, inf when none) and the centre distance to
+    the nearest vehicle or walker (`nearest_m`, inf when there is none; NaN on a failed step), for the
+    evaluation's traces: computed here, where the poses are read anyway, rather than a second time."""
 
     def on_reset(self, env: DrivingEnv, obs, info) -> None:
         priv = env.unwrapped.privileged
@@ -158,9 +162,13 @@ class TimeToCollision(Observer):
         self.ids = [a.id for a in movers]
         self.halves = np.array([[a.bounding_box.extent.x, a.bounding_box.extent.y] for a in movers])
         self.min_ttc = math.inf
+        self.ttc_s: list[float] = []
+        self.nearest_m: list[float] = []
 
     def on_step(self, env: DrivingEnv, step: Step) -> None:
         if step.info["failure"] or not self.ids:
+            self.ttc_s.append(math.nan if step.info["failure"] else math.inf)
+            self.nearest_m.append(math.nan if step.info["failure"] else math.inf)
             return
         snapshot = self.world.get_snapshot()
         ego = snapshot.find(self.ego_id)
@@ -170,9 +178,12 @@ class TimeToCollision(Observer):
         xy = np.array([[p.location.x, p.location.y] for p in poses])
         yaw = np.radians([p.rotation.yaw for p in poses])
         vel = np.array([[o.get_velocity().x, o.get_velocity().y] for o in others])
-        self.min_ttc = min(self.min_ttc, metrics.time_to_collision(
-            np.array([t.location.x, t.location.y]), np.array([v.x, v.y]), math.radians(t.rotation.yaw),
-            self.ego_half, xy, vel, yaw, self.halves))
+        ego_xy = np.array([t.location.x, t.location.y])
+        ttc = metrics.time_to_collision(ego_xy, np.array([v.x, v.y]), math.radians(t.rotation.yaw),
+                                        self.ego_half, xy, vel, yaw, self.halves)
+        self.min_ttc = min(self.min_ttc, ttc)
+        self.ttc_s.append(ttc)
+        self.nearest_m.append(float(np.min(np.hypot(*(xy - ego_xy).T))))
 
     def on_end(self, env: DrivingEnv, record: dict) -> None:
         record["min_ttc_s"] = round(self.min_ttc, 3) if math.isfinite(self.min_ttc) else None

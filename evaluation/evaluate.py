@@ -7,13 +7,27 @@ Results go to `out/`:
   episodes.csv     the same as a table
   results.json     suite figures: global driving score (Leaderboard 2.0), per-scenario means, infractions per
                    km, Bench2Drive success rate and comfort, minimum time-to-collision, budget statistics
+  traces/          one compressed per-step trace per episode (`evaluation.traces`): speed, TTC, budget...
+  videos/          an MP4 per failed episode (`videos=all|none|[keys]`; `evaluation.video`)
+  report.html      the report (`evaluation.report`; `slimdrive report RUN_DIR` rebuilds it)
 A per-scenario table (DS, RC, IP, infractions) is printed at the end. `precision=bfloat16` runs a float
 checkpoint as its bfloat16 twin (`agent.registry`); its default out folder says so.
+
+Faults: a simulator that dies (killed mid-episode, or in `reset`, or failing to start) is a simulator failure,
+not the agent's: its episode is not recorded, the simulator is restarted and the episode driven again, at most
+`retries` more times; the reasons are kept in the record's `simulator_failures`. An episode still failing after
+that is not recorded (the run exits 1 and a rerun tries it again). An exception from the agent is the agent's
+failure: the run stops there, naming the episode, and is not retried. A torn last line of episodes.jsonl (a run
+killed while writing it) is repaired on resume, naming the file; `workers=N` drives N simulators in the shared
+worker pool (`envs.workers`), and the results equal a sequential run's (each episode is decided by its seed;
+records are summarised in suite order).
 """
 from __future__ import annotations
 
 import csv
 import json
+import multiprocessing.util
+import os
 from collections import Counter, defaultdict
 from pathlib import Path
 
@@ -22,13 +36,20 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from agent.registry import AgentError, make_agent, precision_of
-from envs.budget import BudgetConfig, ComputeBudget
-from envs.driving_env import DrivingEnv
+from envs.budget import BudgetConfig, BudgetExceeded, ComputeBudget
+from envs.driving_env import DrivingEnv, ScenarioFailed, ServerDied
 from envs.provenance import code_version
 from envs.rollout import Comfort, TimeToCollision, rollout
+from envs.server.launch import ServerStartError
+from envs.workers import Death, WorkerError, supervised
 from scenarios import metrics
 from scenarios.errors import ScenarioError
 from scenarios.suites import Episode, load_suite
+
+from . import report
+from .runs import EvalLogError, read_log
+from .traces import TRACES, Trace
+from .video import VIDEOS, EpisodeVideo, wanted_videos
 
 CSV_FIELDS = ("scenario", "seed", "weather", "driving_score", "route_completion", "infraction_penalty",
               "success", "comfort", "min_ttc_s", "done", "infractions", "steps", "wall_s")
@@ -69,6 +90,7 @@ def summarise(records: list[dict], episodes: list[Episode], cfg: DictConfig, sui
         "infractions_per_km": {k: round(v, 3) for k, v in metrics.infractions_per_km(
             dict(counts), [r["route_length_m"] for r in records], [r["route_completion"] for r in records]).items()},
         "scenarios": table,
+        "episode_keys": [f"{r['scenario']}#{r['seed']}" for r in records],  # the records summarised, in suite order
     }
 
 
@@ -84,40 +106,153 @@ def print_table(results: dict) -> None:
           f"{results['route_completion']:7.2f} {results['infraction_penalty']:6.3f} {results['success_rate']:5.2f}")
 
 
+class AgentFailed(RuntimeError):
+    """The agent raised while driving an episode (the simulator had not failed): not retried."""
+
+
+class Evaluator:
+    """One simulator and agent scoring the suite's episodes one after another: the sequential run's whole
+    state, or one pool worker's."""
+
+    def __init__(self, cfg: DictConfig, out: Path) -> None:
+        self.cfg, self.out = cfg, Path(out)
+        _, self.episodes = load_suite(str(cfg.suite), cfg.limit)
+        self.retries = int(cfg.retries)
+        self.keep_video = wanted_videos(cfg.videos)
+        self.env = DrivingEnv(cfg.env)
+        try:
+            self.agent = make_agent(str(cfg.agent), self.env, cfg)
+            self.budget = ComputeBudget(BudgetConfig.from_cfg(cfg.budget), self.env.fixed_delta_seconds)
+            self.budget.check(self.agent.footprint())
+        except BaseException:
+            self.env.close()
+            raise
+
+    def evaluate(self, index: int, say=print) -> tuple[dict | None, list[str]]:
+        """Drive the suite's episode `index`: (its record, the simulator failures on the way), or (None, the
+        failures) when the simulator failed `retries` + 1 times. `say` reports each retry."""
+        episode = self.episodes[index]
+        failures: list[str] = []
+        while True:
+            ttc = TimeToCollision()
+            observers = [ttc, Comfort(), Trace(self.out / TRACES, self.budget, ttc)]
+            if self.cfg.videos != "none":
+                observers.append(EpisodeVideo(self.out / VIDEOS, self.agent, self.budget, self.keep_video))
+            try:
+                record = rollout(self.env, self.agent, self.budget, episode, observers=observers)
+                failure = record["failure"]  # the embedded simulator died mid-episode (the env stopped it)
+            except (ServerDied, ServerStartError) as exc:  # died in reset, would not start, or a remote one died
+                failure = f"{type(exc).__name__}: {exc}"
+            except ScenarioFailed:
+                raise  # the scenario's own fault, named by the env
+            except Exception as exc:
+                raise AgentFailed(f"agent={self.cfg.agent} failed in episode {episode.key} "
+                                  f"({episode.scenario.file}): {type(exc).__name__}: {exc}") from exc
+            if failure is None:
+                record["simulator_failures"] = failures
+                return record, failures
+            failures.append(failure)
+            if len(failures) > self.retries:
+                return None, failures
+            say(f"{episode.key}: simulator failure ({failure}); not the agent's: restarting the simulator and "
+                f"driving the episode again (attempt {len(failures) + 1} of {self.retries + 1})")
+
+    def close(self) -> None:
+        self.env.close()
+
+
+_worker: Evaluator | None = None
+
+
+def _start_worker(cfg_yaml: str, out: str) -> None:
+    global _worker
+    _worker = Evaluator(OmegaConf.create(cfg_yaml), Path(out))
+    # a pool worker ends through multiprocessing's exit path, which runs finalizers but not atexit handlers
+    multiprocessing.util.Finalize(_worker, _worker.close, exitpriority=10)
+
+
+def _evaluate_in_worker(index: int) -> tuple[dict | None, list[str]]:
+    return _worker.evaluate(index)
+
+
 def run(cfg: DictConfig) -> int:
+    # DAgger and the table build their own eval configs: one driver, no videos, unless they ask
+    cfg = OmegaConf.merge({"workers": 1, "retries": 2, "videos": "none"}, cfg)
     try:
         suite, episodes = load_suite(str(cfg.suite), cfg.limit)
         precision = precision_of(cfg)
-    except (ScenarioError, AgentError) as exc:
+        wanted_videos(cfg.videos)
+    except (ScenarioError, AgentError, ValueError) as exc:
         print(f"slimdrive eval: {exc} (conf/eval.yaml)")
         return 2
     suffix = "" if precision == "float32" else f"-{precision}"  # the bf16 twin never resumes the fp32 run's folder
     out = Path(cfg.out or f"runs/eval/{suite}-{Path(str(cfg.agent)).stem}{suffix}")
     out.mkdir(parents=True, exist_ok=True)
     log = out / "episodes.jsonl"
-    records = [json.loads(line) for line in log.read_text().splitlines() if line.strip()] if log.exists() else []
+    try:
+        records = read_log(log)
+    except EvalLogError as exc:
+        print(f"slimdrive eval: {exc}")
+        return 2
     done = {f"{r['scenario']}#{r['seed']}" for r in records}
     # Grouped by map (stable, so suite order holds within a map): each map switch reloads the world.
-    todo = sorted((e for e in episodes if e.key not in done), key=lambda e: str(e.scenario.scenario.map))
+    todo = sorted((i for i, e in enumerate(episodes) if e.key not in done),
+                  key=lambda i: str(episodes[i].scenario.scenario.map))
     if done:
         print(f"resuming: {len(done)} episodes already in {log}, {len(todo)} to run")
+    not_scored: list[str] = []
     if todo:  # a finished folder is only summarised again: no simulator to start
-        env = DrivingEnv(cfg.env)
-        try:
-            agent = make_agent(str(cfg.agent), env, cfg)
-            budget = ComputeBudget(BudgetConfig.from_cfg(cfg.budget), env.fixed_delta_seconds)
-            budget.check(agent.footprint())
-            with tqdm(todo, desc=f"eval {suite}", unit="episode") as bar:
-                for episode in bar:
-                    bar.set_postfix_str(episode.key)
-                    record = rollout(env, agent, budget, episode, observers=[TimeToCollision(), Comfort()])
+        with tqdm(total=len(todo), desc=f"eval {suite}", unit="episode") as bar:
+            def finished(index: int, outcome: tuple[dict | None, list[str]]) -> None:
+                record, failures = outcome
+                key = episodes[index].key
+                if record is None:
+                    not_scored.append(f"{key}: the simulator failed {len(failures)} times ({failures[-1]})")
+                else:
                     with log.open("a") as f:
                         f.write(json.dumps(record) + "\n")
+                        f.flush()
+                        os.fsync(f.fileno())  # a line is either wholly on disk or torn (repaired on resume)
                     records.append(record)
-        finally:
-            env.close()
-    planned = {e.key for e in episodes}  # a folder may hold more episodes than this run's limit asks for
-    records = [r for r in records if f"{r['scenario']}#{r['seed']}" in planned]
+                bar.set_postfix_str(key)
+                bar.update()
+
+            try:
+                workers = int(cfg.workers)
+                if workers <= 1:
+                    evaluator = Evaluator(cfg, out)
+                    try:
+                        for index in todo:
+                            finished(index, evaluator.evaluate(index, say=bar.write))
+                    finally:
+                        evaluator.close()
+                else:
+                    def died(death: Death) -> None:
+                        what = "while starting" if death.task is None else \
+                            f"while driving {episodes[death.task].key}"
+                        then = "starting another" if death.task is None else "driving it again in a new worker" \
+                            if death.retried else f"giving it up after {death.attempt} attempts"
+                        bar.write(f"eval worker pid {death.pid} died ({death.cause}) {what}; {then}")
+
+                    gave_up = supervised(todo, workers, _start_worker, (OmegaConf.to_yaml(cfg), str(out)),
+                                         _evaluate_in_worker, finished, died, int(cfg.retries))
+                    not_scored += [f"{episodes[d.task].key}: its worker died {d.attempt} times ({d.cause})"
+                                   for d in gave_up]
+            except BudgetExceeded as exc:  # refused before the first step: the model does not fit the device
+                print(f"slimdrive eval: {exc} (agent={cfg.agent}, budget in conf/eval.yaml)")
+                return 2
+            except (ScenarioFailed, AgentFailed) as exc:
+                print(f"slimdrive eval: {exc}\nnot a simulator failure, so not retried; the episodes before it are "
+                      f"kept in {log}: fix the cause and rerun to resume")
+                return 1
+            except WorkerError as exc:
+                print(f"slimdrive eval: {exc}\nnot a simulator failure, so not retried; the episodes before it are "
+                      f"kept in {log}: fix the cause and rerun to resume")
+                return 1
+    # Suite order, whatever order they finished in, so that a parallel run summarises exactly as a sequential one
+    order = {e.key: i for i, e in enumerate(episodes)}  # a folder may hold more episodes than this limit asks for
+    records = sorted((r for r in records if f"{r['scenario']}#{r['seed']}" in order),
+                     key=lambda r: order[f"{r['scenario']}#{r['seed']}"])
     with (out / "episodes.csv").open("w", newline="") as f:
         writer = csv.DictWriter(f, CSV_FIELDS, extrasaction="ignore")
         writer.writeheader()
@@ -126,5 +261,9 @@ def run(cfg: DictConfig) -> int:
     results = summarise(records, episodes, cfg, suite)
     (out / "results.json").write_text(json.dumps(results, indent=2))
     print_table(results)
-    print(f"wrote {out / 'results.json'}, {out / 'episodes.csv'} and {log}")
-    return 0
+    html = report.write(out)
+    print(f"wrote {out / 'results.json'}, {out / 'episodes.csv'}, {log}, {html}, traces in {out / TRACES}"
+          f" and videos in {out / VIDEOS}")
+    for line in not_scored:
+        print(f"not scored (rerun to try it again): {line}")
+    return 1 if not_scored else 0

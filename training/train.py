@@ -20,6 +20,11 @@ learning-rate recipe, resume, the loop (augment, losses, step, log, checkpoint),
   ternary layer, samples/s), `checkpoint/` (model as a `slimdrive-checkpoint` safetensors file, optimiser
   state as safetensors, `state.json`; written to a temporary folder and renamed), `model.safetensors` (the
   float weights at the end) and `policy.safetensors` (the packed ternary export). Rerun to resume exactly.
+* Distributed: under `torchrun --nproc_per_node N -m slimdrive train ...` each process trains on its slice of
+  every global batch (`batch_size` stays the global batch: the same epoch order, sharded), gradients are averaged
+  by DistributedDataParallel (gloo on the CPU, nccl on CUDA), and only rank 0 validates and writes (config,
+  TensorBoard, checkpoints, exports). The result equals one process's up to the summation order of the gradient
+  average (tests/training/test_distributed.py states the tolerance).
 """
 from __future__ import annotations
 
@@ -29,13 +34,16 @@ import math
 import os
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 from safetensors.torch import load_file, save_file
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, Sampler
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
@@ -90,12 +98,22 @@ def sample_weights(dataset: DrivingLogDataset, cfg: DictConfig) -> np.ndarray:
 
 class EpochOrder(Sampler):
     """The epoch's sample order, drawn with replacement from `weights` by a generator seeded with (seed, epoch),
-    starting at `start`: a resumed run continues with exactly the indices an uninterrupted one would draw."""
+    starting at `start`: a resumed run continues with exactly the indices an uninterrupted one would draw.
 
-    def __init__(self, weights: np.ndarray, samples: int, seed: int, epoch: int, start: int = 0) -> None:
+    Sharded (`world` > 1, under torchrun): every rank draws the same order and keeps its `rank`-th slice of each
+    global batch of `batch_size`, so the ranks' batches of a step together are one process's batch of that step;
+    `start` still counts samples of the whole (unsharded) order, a multiple of `batch_size`."""
+
+    def __init__(self, weights: np.ndarray, samples: int, seed: int, epoch: int, start: int = 0,
+                 batch_size: int = 1, rank: int = 0, world: int = 1) -> None:
         generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
         self.order = torch.multinomial(torch.as_tensor(weights), samples, replacement=True, generator=generator)
         self.start = start
+        if world > 1:
+            local = batch_size // world
+            batches = self.order[: samples // batch_size * batch_size].view(-1, batch_size)
+            self.order = batches[:, rank * local:(rank + 1) * local].reshape(-1)
+            self.start = start // batch_size * local
 
     def __iter__(self):
         return iter(self.order[self.start:].tolist())
@@ -104,12 +122,17 @@ class EpochOrder(Sampler):
         return len(self.order) - self.start
 
 
-def augment(cameras: torch.Tensor, generator: torch.Generator, strength: float) -> torch.Tensor:
+def augment(cameras: torch.Tensor, generator: torch.Generator, strength: float,
+            shard: tuple[int, int] = (0, 1)) -> torch.Tensor:
     """uint8 (B, cams, H, W, 3) -> float pixels in [0, 255] with one brightness and contrast change per sample,
-    shared by its cameras."""
+    shared by its cameras. `shard` = (rank, world): the batch is that slice of a global batch of B x world
+    (torchrun); the changes are drawn for the global batch and sliced, so every sample gets the change it would
+    get in one process."""
+    rank, world = shard
     batch = cameras.shape[0]
-    gain = 1.0 + strength * (torch.rand(batch, 1, 1, 1, 1, generator=generator) * 2 - 1)
-    offset = 40.0 * strength * (torch.rand(batch, 1, 1, 1, 1, generator=generator) * 2 - 1)
+    rows = slice(rank * batch, (rank + 1) * batch)
+    gain = 1.0 + strength * (torch.rand(batch * world, 1, 1, 1, 1, generator=generator)[rows] * 2 - 1)
+    offset = 40.0 * strength * (torch.rand(batch * world, 1, 1, 1, 1, generator=generator)[rows] * 2 - 1)
     x = cameras.float()
     mean = x.mean(dim=(1, 2, 3, 4), keepdim=True)
     return ((x - mean) * gain + mean + offset).clamp(0.0, 255.0).round().to(torch.uint8)
@@ -264,20 +287,56 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+@dataclass(frozen=True)
+class Ranks:
+    """This process's place in a torchrun job; rank 0 of 1 without torchrun."""
+
+    rank: int = 0
+    world: int = 1
+
+    @property
+    def main(self) -> bool:
+        """The one process that validates and writes."""
+        return self.rank == 0
+
+
+def join_job(device: torch.device, batch_size: int) -> tuple[Ranks, torch.device]:
+    """Under torchrun (WORLD_SIZE > 1) join its process group: nccl when the device is CUDA (each process on its
+    LOCAL_RANK's GPU), gloo on the CPU. Without torchrun: one process, the device unchanged."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return Ranks(), device
+    if batch_size % world:
+        raise ValueError(f"batch_size={batch_size} is the global batch and must divide among the {world} "
+                         f"processes of torchrun; use a multiple of {world}")
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+        torch.cuda.set_device(device)
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return Ranks(dist.get_rank(), world), device
+
+
 def train(cfg: DictConfig, init: Path | None = None) -> Path:
     """Train (or resume) the run in `cfg.out`; `init` starts from another run's float weights (DAgger's
-    fine-tuning). Returns the output folder."""
-    device = pick_device(str(cfg.device))
+    fine-tuning). Returns the output folder. Under torchrun every process calls it; rank 0 writes."""
+    ranks, device = join_job(pick_device(str(cfg.device)), int(cfg.batch_size))
     if cfg.threads:
         torch.set_num_threads(int(cfg.threads))
     model_cfg = ModelConfig.from_dict(OmegaConf.to_container(cfg.model.net))
     out = Path(cfg.out or f"runs/train/{cfg.model.name}-{model_cfg.quant}-s{cfg.seed}")
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-    print(f"training {cfg.model.name} (quant={model_cfg.quant}) on {cfg.data} -> {out} ({device})")
+    if ranks.main:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+        job = f", {ranks.world} processes" if ranks.world > 1 else ""
+        print(f"training {cfg.model.name} (quant={model_cfg.quant}) on {cfg.data} -> {out} ({device}{job})")
 
     torch.manual_seed(int(cfg.seed))
+    # rank 0 builds the decoded-frame cache first; the others wait and then open what it built
+    if not ranks.main:
+        dist.barrier()
     train_set, val_set, weights = datasets(cfg, model_cfg)
+    if ranks.main and ranks.world > 1:
+        dist.barrier()
     samples = int(cfg.samples_per_epoch) or len(train_set)
     batches_per_epoch = samples // int(cfg.batch_size)
     total_steps = batches_per_epoch * int(cfg.epochs)
@@ -294,20 +353,25 @@ def train(cfg: DictConfig, init: Path | None = None) -> Path:
     checkpoint = out / "checkpoint"
     if checkpoint.exists() and cfg.resume:
         state = load_state(checkpoint, net, optimizer)
-        print(f"resuming at step {state['step']} (epoch {state['epoch']}, batch {state['position']})")
+        if ranks.main:
+            print(f"resuming at step {state['step']} (epoch {state['epoch']}, batch {state['position']})")
+    # every rank holds the same weights (same seed, same checkpoint); DDP averages the gradients of the shards
+    model = net if ranks.world == 1 else DistributedDataParallel(
+        net, device_ids=[device.index] if device.type == "cuda" else None)
 
-    writer = SummaryWriter(str(out / "tensorboard"))
-    if state["step"] == 0 and "val" not in state and len(val_set):  # the curve starts from the untrained network
+    writer = SummaryWriter(str(out / "tensorboard")) if ranks.main else None
+    if ranks.main and state["step"] == 0 and "val" not in state and len(val_set):  # the curve starts untrained
         state["val"] = [{"step": 0, **validate(net, val_loader, cfg, device)}]
         for name, value in state["val"][0].items():
             writer.add_scalar(f"val/{name}", value, 0)
-    bar = tqdm(total=total_steps, initial=state["step"], desc="train", unit="batch")
+    bar = tqdm(total=total_steps, initial=state["step"], desc="train", unit="batch", disable=not ranks.main)
     window_start, window_samples = time.monotonic(), 0
     while state["step"] < total_steps:
         epoch = state["epoch"]
         order = EpochOrder(weights, batches_per_epoch * int(cfg.batch_size), int(cfg.seed), epoch,
-                           start=state["position"] * int(cfg.batch_size))
-        loader = make_loader(train_set, int(cfg.batch_size), sampler=order, workers=int(cfg.workers),
+                           start=state["position"] * int(cfg.batch_size), batch_size=int(cfg.batch_size),
+                           rank=ranks.rank, world=ranks.world)
+        loader = make_loader(train_set, int(cfg.batch_size) // ranks.world, sampler=order, workers=int(cfg.workers),
                              drop_last=True)
         for batch in loader:
             step = state["step"]
@@ -316,9 +380,9 @@ def train(cfg: DictConfig, init: Path | None = None) -> Path:
                 group["lr"], group["weight_decay"] = lr, weight_decay if group["decay"] else 0.0
             generator = torch.Generator().manual_seed(int(cfg.seed) * 1_000_003 + step)
             # augmented where the generator lives (the CPU), then moved once
-            batch["cameras"] = augment(batch["cameras"], generator, float(cfg.augment))
+            batch["cameras"] = augment(batch["cameras"], generator, float(cfg.augment), (ranks.rank, ranks.world))
             batch = {k: v.to(device) for k, v in batch.items()}
-            out_ = net(batch["cameras"], batch["speed"], batch["target_point"], batch["command"])
+            out_ = model(batch["cameras"], batch["speed"], batch["target_point"], batch["command"])
             teacher_out = None
             if teacher is not None:
                 with torch.no_grad():
@@ -330,9 +394,13 @@ def train(cfg: DictConfig, init: Path | None = None) -> Path:
             optimizer.step()
 
             state["step"], state["position"] = step + 1, state["position"] + 1
-            window_samples += len(batch["speed"])
+            window_samples += len(batch["speed"]) * ranks.world
             bar.update()
-            if state["step"] % int(cfg.log_every) == 0:
+            if state["step"] % int(cfg.log_every) == 0 and ranks.world > 1:  # the global batch's losses
+                values = torch.stack([v.detach() for v in terms.values()])
+                dist.all_reduce(values)
+                terms = dict(zip(terms, values / ranks.world))
+            if ranks.main and state["step"] % int(cfg.log_every) == 0:
                 rate = window_samples / max(time.monotonic() - window_start, 1e-9)
                 window_start, window_samples = time.monotonic(), 0
                 for name, value in terms.items():
@@ -340,11 +408,13 @@ def train(cfg: DictConfig, init: Path | None = None) -> Path:
                 writer.add_scalar("train/lr", lr, state["step"])
                 writer.add_scalar("train/samples_per_s", rate, state["step"])
                 bar.set_postfix(loss=f"{terms['total'].item():.3f}", lr=f"{lr:.2e}", sps=f"{rate:.0f}")
-            if state["step"] % int(cfg.checkpoint_every) == 0 or state["step"] == total_steps:
+            if ranks.main and (state["step"] % int(cfg.checkpoint_every) == 0 or state["step"] == total_steps):
                 save_state(checkpoint, net, optimizer, state)
             if state["step"] >= total_steps:
                 break
-        if state["step"] % batches_per_epoch == 0 or state["step"] >= total_steps:
+        if not ranks.main:  # the other ranks only train: their state never reaches a file
+            state["epoch"], state["position"] = epoch + 1, 0
+        elif state["step"] % batches_per_epoch == 0 or state["step"] >= total_steps:
             metrics = validate(net, val_loader, cfg, device) if len(val_set) else {}
             for name, value in metrics.items():
                 writer.add_scalar(f"val/{name}", value, state["step"])
@@ -359,6 +429,8 @@ def train(cfg: DictConfig, init: Path | None = None) -> Path:
             state.setdefault("val", []).append({"step": state["step"], **metrics})
             save_state(checkpoint, net, optimizer, state)
     bar.close()
+    if not ranks.main:
+        return out
     writer.close()
 
     net.eval()
@@ -379,4 +451,7 @@ def run(cfg: DictConfig) -> int:
     except (CheckpointError, ValueError, FileNotFoundError) as exc:
         print(f"slimdrive train: {exc}")
         return 2
+    finally:
+        if dist.is_initialized():  # torchrun: leave the process group on every path
+            dist.destroy_process_group()
     return 0
