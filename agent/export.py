@@ -5,7 +5,8 @@ Both are safetensors files (no pickle anywhere) whose metadata holds
 * ``format``: ``slimdrive-ternary`` (packed export) or ``slimdrive-checkpoint`` (float training weights),
 * ``format_version``: `FORMAT_VERSION`,
 * ``config``: the `ModelConfig` as JSON,
-* ``checksum``: SHA-256 over every tensor's name, dtype, shape and bytes, in name order.
+* ``checksum``: SHA-256 over the whole file (the header with its metadata and config, then every tensor's
+  bytes) as written with this field's 64 hex digits all ``0``; the digest then replaces them in place.
 
 Packed export. Every `BitLinear` weight (ternarised once, offline, with the absmean scale) becomes
 
@@ -18,13 +19,19 @@ Packed export. Every `BitLinear` weight (ternarised once, offline, with the absm
 
 Every other tensor (norm gains, embeddings, heads) is stored as float32, exactly as trained.
 
-Loading checks format, version, config, the set of tensor names, every shape and dtype, and the checksum, and
-raises `WeightFileError` naming the file and what is wrong.
+Loading reads the header alone first (its length bounded by `MAX_HEADER_BYTES` and the file's size), checks format,
+version, that the tensors fill the file exactly and the checksum over the whole file by streaming it, before any
+tensor is read or any model built: a header altered to claim a huge model is refused before anything is allocated,
+and one changed byte anywhere (a config's ``heads``) is refused naming the file. Then the config, and every
+tensor's name, shape and dtype against the model the config builds. Every problem raises `WeightFileError` naming
+the file and what is wrong. (The checksum finds damage and edits, not forgery: a file rewritten with a matching
+checksum is caught by the shape check only once its config's model is built.)
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import struct
 from pathlib import Path
 from typing import Literal
 
@@ -35,10 +42,14 @@ from safetensors.torch import save_file
 from agent.bitlinear import BitLinear, weight_quant
 from agent.model import DrivingNet, ModelConfig
 
-FORMAT_VERSION = 2  # 2: the two-stage stem and one output head with a brake logit (version 1: the old network)
+# 3: the checksum covers the whole file (2: only the tensors, so an altered config loaded silently; 2 and 3 share the
+# network: the two-stage stem and one output head with a brake logit; 1: the old network)
+FORMAT_VERSION = 3
 PACKED_FORMAT = "slimdrive-ternary"
 CHECKPOINT_FORMAT = "slimdrive-checkpoint"
 FileFormat = Literal["slimdrive-ternary", "slimdrive-checkpoint"]
+MAX_HEADER_BYTES = 1 << 20  # a header lists each tensor in ~100 bytes; the shipped file's is 2.9 kB
+_UNSEALED = "0" * 64  # the checksum field's value while the file's digest is computed
 
 
 class WeightFileError(ValueError):
@@ -77,13 +88,52 @@ def ternary_layers(net: torch.nn.Module) -> list[str]:
     return [name for name, module in net.named_modules() if isinstance(module, BitLinear)]
 
 
-def _checksum(tensors: dict[str, torch.Tensor]) -> str:
-    digest = hashlib.sha256()
-    for name in sorted(tensors):
-        tensor = tensors[name].contiguous()
-        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
-        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+def _header(path: Path, handle) -> tuple[dict, int, int]:
+    """The safetensors header of the open file (JSON), its length and where the checksum value sits in the file;
+    raises WeightFileError before reading more than `MAX_HEADER_BYTES`."""
+    size = path.stat().st_size
+    prefix = handle.read(8)
+    if len(prefix) < 8:
+        raise WeightFileError(f"{path}: not a readable safetensors file ({size} bytes, shorter than its header)")
+    (length,) = struct.unpack("<Q", prefix)
+    if length > min(MAX_HEADER_BYTES, size - 8):
+        raise WeightFileError(f"{path}: not a readable safetensors file (its header claims {length} bytes; the file "
+                              f"has {size}, and a header may have at most {MAX_HEADER_BYTES})")
+    raw = handle.read(length)
+    try:
+        header = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise WeightFileError(f"{path}: not a readable safetensors file (header: {error})") from error
+    metadata = header.get("__metadata__") if isinstance(header, dict) else None
+    checksum = metadata.get("checksum") if isinstance(metadata, dict) else None
+    field = f'"checksum":"{checksum}"'.encode()
+    if not isinstance(checksum, str) or len(checksum) != 64 or raw.count(field) != 1:
+        raise WeightFileError(f"{path}: no checksum in its metadata; re-export the weights with this version of "
+                              "slimdrive")
+    return header, length, 8 + raw.index(field) + len(field) - 65
+
+
+def _file_digest(handle, at: int) -> str:
+    """SHA-256 of the open file read from its start, with the 64 bytes at `at` (the checksum value) taken as "0"s."""
+    handle.seek(0)
+    digest = hashlib.sha256(handle.read(at))
+    digest.update(_UNSEALED.encode())
+    handle.seek(at + 64)
+    while chunk := handle.read(1 << 20):
+        digest.update(chunk)
     return digest.hexdigest()
+
+
+def seal(path: str | Path) -> str:
+    """Write the whole-file checksum of a file written with the checksum `_UNSEALED`; returns it. (Also what a
+    test uses to make an altered file consistent again.)"""
+    path = Path(path)
+    with path.open("r+b") as handle:
+        _, _, at = _header(path, handle)
+        checksum = _file_digest(handle, at)
+        handle.seek(at)
+        handle.write(checksum.encode())
+    return checksum
 
 
 def _config_json(cfg: ModelConfig) -> str:
@@ -98,11 +148,12 @@ def _write(tensors: dict[str, torch.Tensor], path: Path, file_format: FileFormat
         "format": file_format,
         "format_version": str(FORMAT_VERSION),
         "config": _config_json(cfg),
-        "checksum": _checksum(tensors),
+        "checksum": _UNSEALED,
     }
     # write next to the target and rename, so a crash never leaves a half-written weight file behind
     partial = path.with_name(path.name + ".partial")
     save_file(tensors, str(partial), metadata=metadata)
+    seal(partial)
     partial.replace(path)
     return path
 
@@ -135,30 +186,42 @@ def save_checkpoint(net: DrivingNet, path: str | Path) -> Path:
 
 
 def _read(path: str | Path, expected_format: FileFormat) -> tuple[ModelConfig, dict[str, torch.Tensor]]:
-    """Open and validate the envelope (format, version, config, checksum); return config and tensors."""
+    """Check the header and the whole file's checksum before reading any tensor or building any model, then the
+    format, version and config; return config and tensors."""
     path = Path(path)
     if not path.is_file():
         raise WeightFileError(f"{path}: no such weight file")
     try:
-        with safe_open(str(path), framework="pt") as handle:
-            metadata = handle.metadata() or {}
-            tensors = {name: handle.get_tensor(name) for name in handle.keys()}
-    except (SafetensorError, OSError, ValueError) as error:
+        with path.open("rb") as handle:
+            header, length, at = _header(path, handle)
+            metadata = header["__metadata__"]
+            found_format = metadata.get("format")
+            if found_format != expected_format:
+                raise WeightFileError(f"{path}: format is {found_format!r}, expected {expected_format!r}")
+            if metadata.get("format_version") != str(FORMAT_VERSION):
+                raise WeightFileError(
+                    f"{path}: format_version is {metadata.get('format_version')!r}, this code reads version "
+                    f"{FORMAT_VERSION}; re-export the weights with this version of slimdrive"
+                )
+            ends = [entry.get("data_offsets", [0, 0])[1] for name, entry in header.items() if name != "__metadata__"]
+            data_bytes = path.stat().st_size - 8 - length
+            if max(ends, default=0) != data_bytes:
+                raise WeightFileError(f"{path}: not a readable safetensors file (its header places tensors in "
+                                      f"{max(ends, default=0)} bytes, the file holds {data_bytes}: truncated?)")
+            if metadata["checksum"] != _file_digest(handle, at):
+                raise WeightFileError(f"{path}: checksum mismatch: the file (its config, header or tensors) is corrupt "
+                                      "or was modified after export; restore or re-export it")
+    except (OSError, AttributeError, TypeError, IndexError) as error:  # unreadable, or a header of the wrong shape
         raise WeightFileError(f"{path}: not a readable safetensors file ({error})") from error
-    found_format = metadata.get("format")
-    if found_format != expected_format:
-        raise WeightFileError(f"{path}: format is {found_format!r}, expected {expected_format!r}")
-    if metadata.get("format_version") != str(FORMAT_VERSION):
-        raise WeightFileError(
-            f"{path}: format_version is {metadata.get('format_version')!r}, this code reads version "
-            f"{FORMAT_VERSION}; re-export the weights with this version of slimdrive"
-        )
     try:
         cfg = ModelConfig.from_dict(json.loads(metadata.get("config", "")))
     except (json.JSONDecodeError, TypeError, ValueError) as error:
         raise WeightFileError(f"{path}: invalid model config in metadata ({error})") from error
-    if metadata.get("checksum") != _checksum(tensors):
-        raise WeightFileError(f"{path}: checksum mismatch, the file is corrupt or was modified after export")
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            tensors = {name: handle.get_tensor(name) for name in handle.keys()}
+    except (SafetensorError, OSError, ValueError) as error:
+        raise WeightFileError(f"{path}: not a readable safetensors file ({error})") from error
     return cfg, tensors
 
 

@@ -2,6 +2,10 @@
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -15,16 +19,17 @@ from safetensors.torch import save_file
 
 from agent.export import (
     WeightFileError,
-    _checksum,
     export_packed,
     load_checkpoint,
     load_packed,
     pack_ternary,
     save_checkpoint,
+    seal,
     unpack_ternary,
 )
 from agent.model import DrivingNet
 from agent.policy import DrivingPolicy
+from agent.shipped import SHIPPED
 
 
 @settings(max_examples=60, deadline=None)
@@ -84,12 +89,16 @@ def test_checkpoint_round_trip_is_exact(trained_tiny: DrivingNet, tmp_path: Path
         assert np.array_equal(DrivingPolicy(loaded).act(obs), DrivingPolicy(trained_tiny).act(obs))
 
 
-def _rewrite(path: Path, tensors: dict[str, torch.Tensor] | None = None, **metadata: str) -> None:
+def _rewrite(path: Path, tensors: dict[str, torch.Tensor] | None = None, sealed: bool = True, **metadata: str) -> None:
+    """Rewrite `path` with other tensors or metadata; `sealed`: with its checksum recomputed, as a forger would."""
     with safe_open(str(path), framework="pt") as handle:
         found_metadata = handle.metadata()
         found = {name: handle.get_tensor(name) for name in handle.keys()}
     tensors = found if tensors is None else tensors
-    save_file(tensors, str(path), metadata={**found_metadata, "checksum": _checksum(tensors), **metadata})
+    save_file(tensors, str(path), metadata={**found_metadata, **metadata,
+                                             **({"checksum": "0" * 64} if sealed else {})})
+    if sealed:
+        seal(path)
 
 
 @pytest.fixture()
@@ -109,8 +118,57 @@ def test_missing_and_non_safetensors_files_are_refused(tmp_path: Path) -> None:
 
 def test_truncated_file_is_refused(exported: Path) -> None:
     exported.write_bytes(exported.read_bytes()[:-100])
-    with pytest.raises(WeightFileError, match=f"{exported.name}: not a readable safetensors file"):
+    with pytest.raises(WeightFileError, match=f"{exported.name}: not a readable safetensors file.*truncated"):
         load_packed(exported)
+
+
+def test_a_header_longer_than_the_file_is_refused_without_reading_it(exported: Path) -> None:
+    data = bytearray(exported.read_bytes())
+    data[:8] = (1 << 40).to_bytes(8, "little")
+    exported.write_bytes(bytes(data))
+    with pytest.raises(WeightFileError, match=f"{exported.name}: not a readable safetensors file .*header claims"):
+        load_packed(exported)
+
+
+def test_the_checksum_covers_the_config(exported: Path) -> None:
+    """One byte of the config (heads 1 -> 2, still a valid config for dim 32) was outside the version-2 checksum
+    and loaded silently; it is refused naming the file."""
+    data = exported.read_bytes()
+    assert data.count(b'\\"heads\\": 1') == 1
+    exported.write_bytes(data.replace(b'\\"heads\\": 1', b'\\"heads\\": 2'))
+    with pytest.raises(WeightFileError, match=f"^{exported}: checksum mismatch: the file \\(its config"):
+        load_packed(exported)
+
+
+def test_one_changed_config_byte_of_the_shipped_policy_is_refused(tmp_path: Path) -> None:
+    copy = tmp_path / "slimdrive.safetensors"
+    shutil.copy(SHIPPED, copy)
+    load_packed(copy)  # the shipped file itself loads
+    data = copy.read_bytes()
+    copy.write_bytes(data.replace(b'\\"heads\\": 2', b'\\"heads\\": 4'))  # 128 / 4: a valid config
+    assert copy.read_bytes() != data
+    with pytest.raises(WeightFileError, match=f"^{copy}: checksum mismatch"):
+        load_packed(copy)
+
+
+def test_a_header_claiming_a_huge_model_is_refused_before_anything_is_allocated(exported: Path) -> None:
+    """The config rewritten to dim 8192 (a 6 GB model at this config) with the checksum left as it was: loading
+    under a 3 GiB address-space limit, in a subprocess, is refused naming the file instead of allocating."""
+    with safe_open(str(exported), framework="pt") as handle:
+        config = json.loads(handle.metadata()["config"])
+    _rewrite(exported, sealed=False, config=json.dumps({**config, "dim": 8192}))
+    script = textwrap.dedent(f"""
+        import resource
+        resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30))
+        from agent.export import WeightFileError, load_packed
+        try:
+            load_packed({str(exported)!r})
+        except WeightFileError as error:
+            print(error)
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.startswith(f"{exported}: checksum mismatch"), done.stdout
 
 
 def test_modified_bytes_fail_the_checksum(exported: Path) -> None:
