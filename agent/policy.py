@@ -123,14 +123,16 @@ class DrivingPolicy:
         cfg = self.cfg
         macs = {"ternary": 0, "float": 0}
         peak = [0]  # the largest activation tensor any layer produces in one step
+        moved = [0]  # activation bytes the projections read and write (the roofline's memory side, with weights)
 
         def activation_hook(_module: nn.Module, _args: tuple, output: object) -> None:
             for tensor in output.values() if isinstance(output, dict) else (output,):
                 if isinstance(tensor, torch.Tensor):
                     peak[0] = max(peak[0], tensor.numel() * tensor.element_size())
 
-        def linear_hook(module: nn.Module, args: tuple[torch.Tensor, ...], _output: torch.Tensor) -> None:
+        def linear_hook(module: nn.Module, args: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
             rows = args[0].numel() // args[0].shape[-1]
+            moved[0] += sum(t.numel() * t.element_size() for t in (args[0], output))
             if isinstance(module, PackedBitLinear):
                 macs["ternary"] += rows * module.in_features * module.out_features
             else:  # BitLinear of either quant runs as a float matmul; so do the float heads
@@ -139,6 +141,8 @@ class DrivingPolicy:
         def attention_hook(_module: nn.Module, args: tuple[torch.Tensor, ...], _output: torch.Tensor) -> None:
             batch, tokens, dim = args[0].shape
             macs["float"] += 2 * batch * tokens * tokens * dim  # q k^T and attention-weighted v
+            # reads q, k, v and writes the attended tokens (the projections' own traffic is counted above)
+            moved[0] += 4 * args[0].numel() * args[0].element_size()
 
         counted = (PackedBitLinear, BitLinear, nn.Linear)
         hooks = [m.register_forward_hook(linear_hook) for m in self.net.modules() if isinstance(m, counted)]
@@ -171,4 +175,6 @@ class DrivingPolicy:
             float_macs=macs["float"],
             dtype=str(self.dtype).removeprefix("torch."),
             activation_bytes=peak[0],
+            # weights once, the cameras as the network receives them, and every projection's activations
+            moved_bytes=_tensor_bytes(self.net) + obs["cameras"].nbytes + moved[0],
         )

@@ -36,7 +36,7 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from agent.registry import AgentError, make_agent, precision_of
-from envs.budget import BudgetConfig, BudgetExceeded, ComputeBudget
+from envs.budget import BudgetExceeded, ComputeBudget
 from envs.driving_env import DrivingEnv, ScenarioFailed, ServerDied
 from envs.provenance import code_version
 from envs.rollout import Comfort, TimeToCollision, rollout
@@ -122,7 +122,7 @@ class Evaluator:
         self.env = DrivingEnv(cfg.env)
         try:
             self.agent = make_agent(str(cfg.agent), self.env, cfg)
-            self.budget = ComputeBudget(BudgetConfig.from_cfg(cfg.budget), self.env.fixed_delta_seconds)
+            self.budget = ComputeBudget.for_env(cfg.budget, self.env)
             self.budget.check(self.agent.footprint())
         except BaseException:
             self.env.close()

@@ -10,7 +10,7 @@ import cv2
 from omegaconf import DictConfig
 
 from agent.registry import make_agent
-from envs.budget import BudgetConfig, ComputeBudget
+from envs.budget import ComputeBudget
 from envs.driving_env import DrivingEnv
 from envs.rollout import Observer, Step, rollout
 from scenarios.compile import load_scenario
@@ -58,7 +58,7 @@ def run(cfg: DictConfig) -> int:
     stem = out / f"{spec.scenario.name}-{cfg.seed}"
     env = DrivingEnv(cfg.env, render_mode="rgb_array")
     agent = make_agent(str(cfg.agent), env, cfg)
-    budget = ComputeBudget(BudgetConfig.from_cfg(cfg.budget), env.fixed_delta_seconds)
+    budget = ComputeBudget.for_env(cfg.budget, env)
     budget.check(agent.footprint())
     video = Video(stem, lambda: env.unwrapped.privileged.scenario.trigger_frame)
     try:

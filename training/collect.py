@@ -28,7 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from agent.registry import make_agent
-from envs.budget import BudgetConfig, ComputeBudget
+from envs.budget import ComputeBudget
 from envs.config import typed_config
 from envs.driving_env import DrivingEnv
 from envs.provenance import code_version, sha256_file
@@ -173,7 +173,7 @@ class Collector:
         self.env = DrivingEnv(cfg.env)
         self.agent = make_agent(str(cfg.agent), self.env, cfg)
         self.teacher = self.agent if cfg.agent == "expert" else make_agent("expert", self.env, cfg)
-        self.budget = ComputeBudget(BudgetConfig.from_cfg(cfg.budget), self.env.fixed_delta_seconds)
+        self.budget = ComputeBudget.for_env(cfg.budget, self.env)
         self.budget.check(self.agent.footprint())
         noise = OmegaConf.to_container(cfg.noise)
         self.noise = typed_config(NoiseConfig, {**noise, "dt": self.env.fixed_delta_seconds}, "noise config")

@@ -33,10 +33,11 @@ def test_load_conf_merges_a_config_then_dotted_overrides():
 
 
 def test_budget_files_load_through_the_typed_config():
-    assert BudgetConfig.from_cfg(load_conf("budget/default.yaml")) == BudgetConfig()
+    orin = DeviceProfile.load("jetson_agx_orin")
+    assert BudgetConfig.from_cfg(load_conf("budget/default.yaml")) == BudgetConfig(device=orin)
     profile = BudgetConfig.from_cfg(load_conf("budget/orin_int8.yaml"))
-    assert profile.latency == "profile" and isinstance(profile.device, DeviceProfile)
-    assert profile.device.ops_per_second == 5.0e12
+    assert profile.latency == "profile" and profile.device == orin and profile.device.int8_ops_per_s == 85.0e12
+    assert BudgetConfig.load("orin_1ms_per_frame").deadline(cameras=8) == 8.0
     with pytest.raises(ValueError, match="budget: unknown keys"):
         BudgetConfig.from_cfg({"deadline_ms": 50.0, "deadlin_ms": 40.0})
     with pytest.raises(ValueError, match="budget.fallback must be"):

@@ -1,21 +1,27 @@
 """DrivingEnv through a real embedded simulator: Gymnasium contract, determinism, frame matching, faults."""
 from __future__ import annotations
 
+import math
 import os
 import queue
 import re
 import signal
+import time
 import warnings
+from dataclasses import replace
 
 import carla
 import gymnasium as gym
 import numpy as np
 import psutil
 import pytest
+import torch
 from gymnasium.utils.env_checker import check_env
 
 import envs  # noqa: F401  (registers slimdrive/Drive-v0)
-from envs.budget import BudgetConfig, ComputeBudgetWrapper
+from agent.model import DrivingNet, ModelConfig
+from agent.policy import DrivingPolicy
+from envs.budget import BudgetConfig, ComputeBudgetWrapper, DeviceProfile, InvalidAction
 from envs.driving_env import DrivingEnv, ScenarioFailed, ServerDied
 from envs.server.launch import launch
 from scenarios.compile import load_scenario
@@ -121,6 +127,19 @@ def test_every_image_belongs_to_the_tick_it_is_returned_with(env):
     finally:
         twin.stop()
         twin.destroy()
+
+
+@pytest.mark.parametrize("action", [[math.nan, 0.5, 0.0], [0.0, math.inf, 0.0], [0.0, 0.0, -math.inf]])
+def test_a_non_finite_action_is_refused_and_the_episode_goes_on(env, action):
+    """A NaN steer passed straight to the simulator would give the ego a NaN pose (issue 17); the env refuses it
+    naming the call, applies nothing, and the next valid step continues the same episode."""
+    env.reset(seed=2)
+    frame = env.unwrapped.frame
+    with pytest.raises(InvalidAction, match=r"DrivingEnv.step returned a non-finite action"):
+        env.step(action)
+    assert env.unwrapped.frame == frame
+    obs, _, _, _, info = env.step([0.0, 0.3, 0.0])
+    assert env.unwrapped.frame == frame + 1 and info["failure"] is None and np.isfinite(obs["speed"]).all()
 
 
 def test_observation_follows_the_route(env):
@@ -236,8 +255,17 @@ def test_two_envs_run_side_by_side_in_an_async_vector_env():
         vector.close()
 
 
+def _one_camera_policy() -> DrivingPolicy:
+    """A real (untrained) network for the front1 rig: what the wrapper checks, prices and times."""
+    torch.manual_seed(0)
+    return DrivingPolicy(DrivingNet(ModelConfig(cameras=1, image_height=32, image_width=64, dim=64)))
+
+
 def test_a_policy_slower_than_the_deadline_gets_delayed_controls_and_fallback_steps(env):
-    wrapped = ComputeBudgetWrapper(env, latency_s=0.120, config=BudgetConfig(fallback="brake"))
+    # priced on the Orin roofline plus 120 ms of overhead: every control takes force two steps late
+    slow = replace(DeviceProfile.load("jetson_agx_orin"), overhead_ms=120.0)
+    policy = _one_camera_policy()
+    wrapped = ComputeBudgetWrapper(env, policy, BudgetConfig(fallback="brake", latency="profile", device=slow))
     wrapped.reset(seed=6)
     applied, ready = [], []
     for k in range(8):
@@ -251,6 +279,41 @@ def test_a_policy_slower_than_the_deadline_gets_delayed_controls_and_fallback_st
     np.testing.assert_allclose(applied, [brake, brake, [0, 0.1, 0], brake, [0, 0.3, 0], brake, [0, 0.5, 0], brake],
                                atol=1e-6)
     assert info["budget"]["missed_deadlines"] == 4 and info["budget"]["fallback_steps"] == 5
+
+
+def test_the_wrapper_times_the_policy_of_a_plain_gymnasium_loop():
+    policy = _one_camera_policy()
+    env = gym.make("slimdrive/Drive-v0", **SMALL)
+    try:
+        # measured on this machine, against 1 ms per camera frame (1 ms: front1 has one camera)
+        measured = replace(BudgetConfig.load("orin_1ms_per_frame"), latency="measured")
+        wrapped = ComputeBudgetWrapper(env, policy, measured)
+        obs, _ = wrapped.reset(seed=3)
+        for _ in range(12):
+            obs, _, terminated, truncated, info = wrapped.step(policy.act(obs))  # the user's loop, untouched
+        stats, latencies = info["budget"], wrapped.budget.stats.latencies_ms
+        assert stats["latency_source"] == "measured" and stats["deadline_ms"] == 1.0
+        assert stats["decisions"] == len(latencies) > 0 and min(latencies) > 0.05  # the network's call, timed
+        assert stats["missed_deadlines"] == sum(latency > 1.0 for latency in latencies)
+        # the wrapper sees what the loop spends: a loop that also sleeps 70 ms misses every deadline, and its
+        # first control takes force ceil(L / 50 ms) - 1 >= 1 steps after its observation, the fallback braking
+        obs, _ = wrapped.reset(seed=3)
+        chosen, applied = [], []
+        for _ in range(6):
+            chosen.append(policy.act(obs))
+            time.sleep(0.07)
+            obs, _, _, _, info = wrapped.step(chosen[-1])
+            applied.append(info["applied_action"])
+        latencies = wrapped.budget.stats.latencies_ms
+        assert info["budget"]["missed_deadlines"] == info["budget"]["decisions"] and min(latencies) >= 70.0
+        delay = math.ceil(latencies[0] / 50.0) - 1  # one step, unless the loaded machine took over 100 ms
+        while len(applied) <= delay:  # as slow as before, so that no later decision takes force at once
+            time.sleep(0.07)
+            applied.append(wrapped.step(np.zeros(3, np.float32))[4]["applied_action"])
+        np.testing.assert_array_equal(applied[0], [0.0, 0.0, 1.0])  # nothing has arrived: the fallback brakes
+        np.testing.assert_allclose(applied[delay], np.clip(chosen[0], [-1, 0, 0], [1, 1, 1]), atol=1e-6)
+    finally:
+        env.close()
 
 
 def test_two_hundred_resets_leak_neither_actors_nor_memory(env):

@@ -25,8 +25,9 @@ def test_the_shipped_policy_loads_checked_against_its_card():
     policy = make_agent("slimdrive", env=None)
     footprint = policy.footprint()
     assert footprint.ternary_parameters > 0.9 * footprint.parameters
-    budget = ComputeBudget(BudgetConfig.from_cfg(load_conf("budget/orin_int8.yaml")), 0.05)
-    budget.check(footprint)  # fits the default on-board budget
+    budget = ComputeBudget(BudgetConfig.from_cfg(load_conf("budget/orin_1ms_per_frame.yaml")), 0.05, cameras=8)
+    budget.check(footprint)  # fits eval's default on-board budget (conf/eval.yaml) ...
+    assert budget.priced_ms < 0.6 < budget.deadline_ms == 8.0  # ... priced ~0.5 ms on the roofline against 8 ms
 
 
 def test_a_damaged_shipped_file_is_refused_naming_it(tmp_path, monkeypatch):
