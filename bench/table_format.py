@@ -58,9 +58,13 @@ def _compute(result: dict[str, Any]) -> list[str]:
 
 def markdown(result: dict[str, Any]) -> str:
     budget = result["budget"]
-    latency = "measured around act()" if budget["latency"] == "measured" else f"profile {budget['device']['name']}"
+    device = budget["device"]  # a profile's name (conf/budget/devices/) or its fields
+    device = device["name"] if isinstance(device, dict) else device
+    latency = "measured around act()" if budget["latency"] == "measured" else f"priced on the {device} roofline"
+    deadline = (f"{budget['deadline_ms']:g} ms" if budget.get("deadline_ms") is not None
+                else f"{budget['deadline_ms_per_camera']:g} ms per camera frame")
     lines = ["## The slimdrive table", "",
-             f"Budget: deadline {budget['deadline_ms']:g} ms ({latency}, fallback {budget['fallback']}); "
+             f"Budget: deadline {deadline} ({latency}, fallback {budget['fallback']}); "
              f"env rig {result['env']['rig']}; scoring by `slimdrive eval` (CARLA Leaderboard 2.0); arithmetic "
              f"energy from {result['energy_source']}.", ""]
     for label, suite in result["suites"].items():
