@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
+from omegaconf import DictConfig, OmegaConf
+
 STOP = None  # the message that tells a worker to return
 STOP_TIMEOUT_S = 30.0  # a worker told to stop is killed after this long
 
@@ -53,6 +55,49 @@ class Death:
             except ValueError:
                 return f"killed by signal {-code}"
         return f"exit code {code}"
+
+
+@dataclass(frozen=True)
+class Executor:
+    """Where the pool's workers run (`executor=` and `ray.*` in conf/eval.yaml, conf/collect.yaml): `local`,
+    spawned processes on this machine; `ray`, actors on a Ray cluster (`envs.ray_pool`, docs/scale.md) at
+    `address` (None: a Ray started for the run; `auto`; a head's host:port), each holding one simulator: the
+    embedded one on its node, or one of `servers` (CARLA host:port, one per worker)."""
+
+    kind: str = "local"
+    address: str | None = None
+    servers: tuple[str, ...] = ()
+    cpus_per_worker: float = 1.0
+
+    @classmethod
+    def from_cfg(cls, cfg: Any) -> Executor:
+        """The executor a command's config asks for; a ValueError says what is wrong (Ray missing included)."""
+        kind = str(cfg.get("executor", "local"))
+        options = cfg.get("ray") or {}
+        executor = cls(kind, options.get("address"), tuple(str(s) for s in options.get("servers") or ()),
+                       float(options.get("cpus_per_worker", 1.0)))
+        if kind not in ("local", "ray"):
+            raise ValueError(f"executor={kind}: use local (worker processes here) or ray (a Ray cluster)")
+        if kind == "local" and executor.servers:
+            raise ValueError("ray.servers shares CARLA servers among Ray workers: add executor=ray")
+        for server in executor.servers:
+            host, _, port = server.rpartition(":")
+            if not host or not port.isdigit():
+                raise ValueError(f"ray.servers: {server!r} is not host:port")
+        if kind == "ray":
+            try:
+                import ray  # noqa: F401  (only to say how to install it before any simulator starts)
+            except ImportError as exc:
+                raise ValueError('executor=ray needs Ray, an optional extra: pip install -e ".[ray]"') from exc
+        return executor
+
+
+def on_server(cfg: DictConfig, server: str | None) -> DictConfig:
+    """`cfg` with its env driving the CARLA server `host:port` (a pool worker's share of `ray.servers`)."""
+    if server is None:
+        return cfg
+    host, _, port = server.rpartition(":")
+    return OmegaConf.merge(cfg, {"env": {"server": {"host": host, "port": int(port)}}})
 
 
 def _describe(exc: BaseException) -> str:
@@ -84,7 +129,7 @@ class _Worker:
 
 def supervised(tasks: Iterable, workers: int, initializer: Callable[..., None], initargs: Sequence,
                task: Callable[[Any], Any], on_result: Callable[[Any, Any], None],
-               on_death: Callable[[Death], None], retries: int = 2) -> list[Death]:
+               on_death: Callable[[Death], None], retries: int = 2, executor: Executor | None = None) -> list[Death]:
     """Run `task(item)` for every item in up to `workers` spawned processes, each of which first runs
     `initializer(*initargs)`; `on_result(item, result)` is called in the parent as results arrive, in the order
     they finish. A worker that dies holding an item is replaced and the item tried again, at most `retries`
@@ -92,7 +137,12 @@ def supervised(tasks: Iterable, workers: int, initializer: Callable[..., None], 
 
     A task's or initializer's exception is raised here as `WorkerError` carrying the worker's traceback (after
     every worker is stopped); so are more than `retries` deaths of workers that were starting. `initializer`
-    and `task` must be module-level functions, their arguments and results picklable."""
+    and `task` must be module-level functions, their arguments and results picklable. `executor` says where
+    the workers run: here (None or local) or as Ray actors (`envs.ray_pool`, the same contract)."""
+    if executor is not None and executor.kind == "ray":
+        from .ray_pool import supervised as on_ray  # Ray is an optional extra: imported only when asked for
+
+        return on_ray(tasks, workers, initializer, initargs, task, on_result, on_death, retries, executor)
     context = multiprocessing.get_context("spawn")
     queue = list(tasks)[::-1]  # popped from the end: first in, first out
     lost: Counter = Counter()

@@ -41,7 +41,7 @@ from envs.driving_env import DrivingEnv, ScenarioFailed, ServerDied
 from envs.provenance import code_version
 from envs.rollout import Comfort, TimeToCollision, rollout
 from envs.server.launch import ServerStartError
-from envs.workers import Death, WorkerError, supervised
+from envs.workers import Death, Executor, WorkerError, on_server, supervised
 from scenarios import metrics
 from scenarios.errors import ScenarioError
 from scenarios.suites import Episode, load_suite
@@ -164,9 +164,9 @@ class Evaluator:
 _worker: Evaluator | None = None
 
 
-def _start_worker(cfg_yaml: str, out: str) -> None:
+def _start_worker(cfg_yaml: str, out: str, server: str | None = None) -> None:
     global _worker
-    _worker = Evaluator(OmegaConf.create(cfg_yaml), Path(out))
+    _worker = Evaluator(on_server(OmegaConf.create(cfg_yaml), server), Path(out))
     # a pool worker ends through multiprocessing's exit path, which runs finalizers but not atexit handlers
     multiprocessing.util.Finalize(_worker, _worker.close, exitpriority=10)
 
@@ -182,6 +182,7 @@ def run(cfg: DictConfig) -> int:
         suite, episodes = load_suite(str(cfg.suite), cfg.limit)
         precision = precision_of(cfg)
         wanted_videos(cfg.videos)
+        executor = Executor.from_cfg(cfg)
     except (ScenarioError, AgentError, ValueError) as exc:
         print(f"slimdrive eval: {exc} (conf/eval.yaml)")
         return 2
@@ -219,7 +220,7 @@ def run(cfg: DictConfig) -> int:
 
             try:
                 workers = int(cfg.workers)
-                if workers <= 1:
+                if workers <= 1 and executor.kind == "local":
                     evaluator = Evaluator(cfg, out)
                     try:
                         for index in todo:
@@ -235,7 +236,7 @@ def run(cfg: DictConfig) -> int:
                         bar.write(f"eval worker pid {death.pid} died ({death.cause}) {what}; {then}")
 
                     gave_up = supervised(todo, workers, _start_worker, (OmegaConf.to_yaml(cfg), str(out)),
-                                         _evaluate_in_worker, finished, died, int(cfg.retries))
+                                         _evaluate_in_worker, finished, died, int(cfg.retries), executor)
                     not_scored += [f"{episodes[d.task].key}: its worker died {d.attempt} times ({d.cause})"
                                    for d in gave_up]
             except BudgetExceeded as exc:  # refused before the first step: the model does not fit the device

@@ -11,7 +11,8 @@ Resume: rerunning the same command removes leftovers of a killed run and skips c
 the simulator failed is not committed and runs again next time. `workers=N` runs N processes, each with its own
 simulator; each episode is decided by its seed alone, so the set of episodes equals a sequential run's. A worker
 process that dies (LibCarla's client can abort the process it runs in) is replaced and its episode collected
-again, at most `retries` more times (`envs.workers`); the other workers carry on.
+again, at most `retries` more times (`envs.workers`); the other workers carry on. `executor=ray` runs the
+workers as actors on a Ray cluster, the same pool's other backend (`envs.ray_pool`, docs/scale.md).
 `noise.share` of the episodes get triangular steering and speed perturbations (`training.noise`).
 """
 from __future__ import annotations
@@ -34,7 +35,7 @@ from envs.driving_env import DrivingEnv
 from envs.provenance import code_version, sha256_file
 from envs.rig import Rig
 from envs.rollout import Observer, Step, rollout
-from envs.workers import Death, supervised
+from envs.workers import Death, Executor, on_server, supervised
 from scenarios.errors import ScenarioError
 from scenarios.suites import Episode, load_suite
 
@@ -196,9 +197,9 @@ class Collector:
 _worker: Collector | None = None
 
 
-def _start_worker(cfg_yaml: str) -> None:
+def _start_worker(cfg_yaml: str, server: str | None = None) -> None:
     global _worker
-    _worker = Collector(OmegaConf.create(cfg_yaml))
+    _worker = Collector(on_server(OmegaConf.create(cfg_yaml), server))
     # a pool worker ends through multiprocessing's exit path, which runs finalizers but not atexit handlers
     multiprocessing.util.Finalize(_worker, _worker.close, exitpriority=10)
 
@@ -210,7 +211,8 @@ def _collect_in_worker(index: int) -> dict:
 def run(cfg: DictConfig) -> int:
     try:
         suite, episodes = load_suite(str(cfg.suite))
-    except ScenarioError as exc:
+        executor = Executor.from_cfg(cfg)
+    except (ScenarioError, ValueError) as exc:
         print(f"slimdrive collect: {exc}")
         return 2
     if cfg.limit:
@@ -236,7 +238,7 @@ def run(cfg: DictConfig) -> int:
             bar.update()
 
         workers = int(cfg.workers)
-        if workers <= 1:
+        if workers <= 1 and executor.kind == "local":
             collector = Collector(cfg)
             try:
                 for index in todo:
@@ -261,7 +263,7 @@ def run(cfg: DictConfig) -> int:
                     bar.update()
 
             gave_up = supervised(todo, workers, _start_worker, (OmegaConf.to_yaml(cfg),), _collect_in_worker,
-                                 lambda _, record: finished(record), died, retries)
+                                 lambda _, record: finished(record), died, retries, executor)
             failed += [f"{log_key(episodes[d.task])}: its worker died {d.attempt} times ({d.cause})" for d in gave_up]
     for line in failed:
         print(f"not committed (rerun to collect it): {line}")
