@@ -36,7 +36,7 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from agent.registry import AgentError, make_agent, precision_of
-from envs.budget import BudgetExceeded, ComputeBudget
+from envs.budget import BudgetExceeded, ComputeBudget, InvalidAction
 from envs.driving_env import DrivingEnv, ScenarioFailed, ServerDied
 from envs.provenance import code_version
 from envs.rollout import Comfort, TimeToCollision, rollout
@@ -107,7 +107,36 @@ def print_table(results: dict) -> None:
 
 
 class AgentFailed(RuntimeError):
-    """The agent raised while driving an episode (the simulator had not failed): not retried."""
+    """The agent raised while driving an episode: its own failure, not retried."""
+
+
+class _Blamed:
+    """The agent as the rollout sees it: whatever its `reset` or `act` raises (or an action the budget refuses)
+    is the agent's failure, so that every other error of an episode can be told apart as the simulator's."""
+
+    def __init__(self, agent, name: str, env: DrivingEnv) -> None:
+        self._agent, self._name, self._env = agent, name, env
+
+    def __getattr__(self, attribute: str):
+        return getattr(self._agent, attribute)  # plan, waypoints, footprint: what observers and the budget read
+
+    def reset(self) -> None:
+        self._call("reset")
+
+    def act(self, obs):
+        return self._call("act", obs)
+
+    def _call(self, method: str, *args):
+        try:
+            return getattr(self._agent, method)(*args)
+        except (RuntimeError, TimeoutError) as exc:
+            # a privileged agent (the expert) reads the world: its RPC failing on a dead simulator is the
+            # simulator's failure (the env's own check, which reset uses to tell the two apart)
+            if not self._env.unwrapped._simulator_answers():
+                raise
+            raise AgentFailed(f"agent={self._name} raised in {method}(): {type(exc).__name__}: {exc}") from exc
+        except Exception as exc:
+            raise AgentFailed(f"agent={self._name} raised in {method}(): {type(exc).__name__}: {exc}") from exc
 
 
 class Evaluator:
@@ -121,7 +150,7 @@ class Evaluator:
         self.keep_video = wanted_videos(cfg.videos)
         self.env = DrivingEnv(cfg.env)
         try:
-            self.agent = make_agent(str(cfg.agent), self.env, cfg)
+            self.agent = _Blamed(make_agent(str(cfg.agent), self.env, cfg), str(cfg.agent), self.env)
             self.budget = ComputeBudget.for_env(cfg.budget, self.env)
             self.budget.check(self.agent.footprint())
         except BaseException:
@@ -141,13 +170,18 @@ class Evaluator:
             try:
                 record = rollout(self.env, self.agent, self.budget, episode, observers=observers)
                 failure = record["failure"]  # the embedded simulator died mid-episode (the env stopped it)
-            except (ServerDied, ServerStartError) as exc:  # died in reset, would not start, or a remote one died
-                failure = f"{type(exc).__name__}: {exc}"
+            except InvalidAction as exc:  # the budget refused what the agent answered
+                raise AgentFailed(f"agent={self.cfg.agent}: {exc} in episode {episode.key}") from exc
+            except AgentFailed as exc:
+                raise AgentFailed(f"{exc} in episode {episode.key} ({episode.scenario.file})") from exc
             except ScenarioFailed:
                 raise  # the scenario's own fault, named by the env
-            except Exception as exc:
-                raise AgentFailed(f"agent={self.cfg.agent} failed in episode {episode.key} "
-                                  f"({episode.scenario.file}): {type(exc).__name__}: {exc}") from exc
+            except (ServerDied, ServerStartError, RuntimeError, TimeoutError, OSError) as exc:
+                # Died in reset, would not start, a remote one died, or it stopped answering in time (a
+                # time-out from a server that still answers a ping: hung or starved). Closing the env stops the
+                # embedded server, so the retry starts a fresh one.
+                failure = f"{type(exc).__name__}: {exc}"
+                self.env.close()
             if failure is None:
                 record["simulator_failures"] = failures
                 return record, failures

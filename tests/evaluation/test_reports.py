@@ -8,7 +8,6 @@ import base64
 import json
 import shutil
 import subprocess
-import sys
 import time
 from html.parser import HTMLParser
 from pathlib import Path
@@ -39,8 +38,10 @@ def _eval(out: Path, suite: Path, agent: str = "cruise", *extra: str) -> int:
 def _outcomes(out: Path) -> list[dict]:
     records = [json.loads(line) for line in (out / "episodes.jsonl").read_text().splitlines()]
     for r in records:
-        for infraction in r["infractions"]:
-            infraction["detail"].pop("other_id", None)  # the simulator numbers actors in spawn order since start
+        # The kinds, not the details: the simulator numbers actors in spawn order since it started, and on a
+        # loaded machine a collision's asynchronous sensor event may be counted one tick later (its step, time
+        # and place move by a tick; the collision, the score and everything else stay the same).
+        r["infractions"] = [i["kind"] for i in r["infractions"]]
     return sorted(({k: v for k, v in r.items() if k not in NOT_OUTCOME} for r in records),
                   key=lambda r: r["seed"])
 
@@ -184,7 +185,8 @@ def test_workers_2_equal_workers_1_and_a_server_killed_in_episode_2_of_4_is_retr
     started = time.monotonic()
     assert _eval(tmp_path / "two", suite, "cruise", "videos=none", "workers=2") == 0
     two_s = time.monotonic() - started
-    print(f"4 episodes: workers=1 {one_s:.1f} s, workers=2 {two_s:.1f} s", file=sys.stderr)
+    with capsys.disabled():  # the measured figure, shown with -s (docs/evaluation.md quotes it)
+        print(f"\n4 short_drive episodes: workers=1 {one_s:.1f} s, workers=2 {two_s:.1f} s")
     assert _outcomes(tmp_path / "two") == _outcomes(tmp_path / "one")
     one, two = _results(tmp_path / "one"), _results(tmp_path / "two")
     assert one == two
@@ -202,4 +204,5 @@ def test_workers_2_equal_workers_1_and_a_server_killed_in_episode_2_of_4_is_retr
     assert [len(r["simulator_failures"]) for r in records] == [0, 1, 0, 0]
     assert all(r["failure"] is None and r["done"] != "simulator failure" for r in records)
     assert _outcomes(faulted) == _outcomes(tmp_path / "one")
-    assert _results(faulted) == one
+    env = {**one["env"], "server": {**one["env"]["server"], "timeout_s": 5}}  # the faulted run's shorter wait
+    assert _results(faulted) == {**one, "env": env}
