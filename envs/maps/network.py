@@ -234,8 +234,10 @@ class RoadNetwork:
                         self._world(road, s, outer), inner_mark, lane.mark_at(0.0), lane.height))
         return out
 
-    def _light_junction(self, road: Road, signal: Signal) -> int:
-        link = road.successor if signal.orientation == "+" else road.predecessor
+    def _light_junction(self, road: Road, signal: Signal, orientation: str) -> int:
+        if road.junction != -1:  # a reference on a road of the junction itself (CARLA's towns)
+            return road.junction
+        link = road.successor if orientation == "+" else road.predecessor
         if link is not None and link.element_type == "junction":
             return link.element_id
         for j in self.odr.junctions.values():
@@ -245,16 +247,30 @@ class RoadNetwork:
                     return j.id
         return -1
 
-    def _controlled_lanes(self, road: Road, section: LaneSection, signal: Signal) -> tuple[int, ...]:
-        if signal.validity:
-            ids = {i for a, b in signal.validity for i in range(min(a, b), max(a, b) + 1) if i != 0}
+    @staticmethod
+    def _controlled_lanes(section: LaneSection, orientation: str, validity) -> tuple[int, ...]:
+        if validity:
+            ids = {i for a, b in validity for i in range(min(a, b), max(a, b) + 1) if i != 0}
         else:
-            sign = {"+": -1, "-": 1}.get(signal.orientation, 0)
+            sign = {"+": -1, "-": 1}.get(orientation, 0)
             ids = {i for i in section.lanes if sign == 0 or i * sign > 0}
         return tuple(sorted(i for i in ids if i in section.lanes and section.lanes[i].type == "driving"))
 
+    def _light_placements(self, road: Road, signal: Signal) -> list[tuple[Road, float, str, tuple]]:
+        """Where a traffic light applies, in order of preference: its own road, then each `<signalReference>` to it
+        (by road id, then s). CARLA's towns put the signal beside the road and give the lanes it controls by
+        references on the roads entering the junction."""
+        own = [(road, sig_s, signal.orientation, signal.validity)
+               for sig_s in (min(max(signal.s, 0.0), road.length),)]
+        refs = sorted(((r, min(max(ref.s, 0.0), r.length), ref.orientation, ref.validity)
+                       for r in self.odr.roads.values() for ref in r.signal_references if ref.id == signal.id),
+                      key=lambda p: (p[0].id, p[1]))
+        return own + refs
+
     def traffic_lights(self) -> list[TrafficLight]:
-        """One record per dynamic traffic-light signal (type 1000001), sorted by id."""
+        """One record per dynamic traffic-light signal (type 1000001), sorted by id: the head stands where the
+        signal is; the stop line and trigger volume are on the first placement (`_light_placements`) that has
+        driving lanes for it."""
         out = []
         for road in self.odr.roads.values():
             for sig in road.signals:
@@ -265,21 +281,29 @@ class RoadNetwork:
                 _, _, h = road.reference.evaluate(sa)
                 p = self._world(road, sa, np.array([sig.t]))[0]
                 pose = Pose(float(p[0]), float(p[1]), float(p[2] + sig.z_offset), float(_yaw(h[0] + sig.h_offset)))
-                sidx = road.section_index(s)
-                section = road.sections[sidx]
-                lane_ids = self._controlled_lanes(road, section, sig)
-                if not lane_ids:
-                    raise MapError(f"road {road.id}: traffic light {sig.id} controls no driving lane")
-                borders = [self._borders(road, section, section.lanes[i], sa) for i in lane_ids]
+                for at, at_s, orientation, validity in self._light_placements(road, sig):
+                    section = at.sections[at.section_index(at_s)]
+                    lane_ids = self._controlled_lanes(section, orientation, validity)
+                    if lane_ids:
+                        break
+                else:
+                    raise MapError(f"road {road.id}: traffic light {sig.id} controls no driving lane (on its road "
+                                   "or any road with a <signalReference> to it)")
+                at_sa = np.array([at_s])
+                _, _, at_h = at.reference.evaluate(at_sa)
+                borders = [self._borders(at, section, section.lanes[i], at_sa) for i in lane_ids]
                 ts = [float(b[0][0]) for b in borders] + [float(b[1][0]) for b in borders]
                 t_mid, half = 0.5 * (min(ts) + max(ts)), 0.5 * (max(ts) - min(ts))
                 forward = 1.0 if lane_ids[0] < 0 else -1.0
-                stop = self._world(road, sa, np.array([t_mid]))[0]
-                yaw = float(_yaw(h[0] + (0.0 if forward > 0 else math.pi)))
-                trig_s = np.array([min(max(s - forward * 1.5, 0.0), road.length)])
-                trig = self._world(road, trig_s, np.array([t_mid]))[0]
+                stop = self._world(at, at_sa, np.array([t_mid]))[0]
+                yaw = float(_yaw(at_h[0] + (0.0 if forward > 0 else math.pi)))
+                back_s = at_s - forward * 1.5
+                if 0.0 <= back_s <= at.length:
+                    trig = self._world(at, np.array([back_s]), np.array([t_mid]))[0]
+                else:  # a reference at a junction road's start: the box lies on the road entering it
+                    trig = stop - 1.5 * np.array([math.cos(math.radians(yaw)), math.sin(math.radians(yaw)), 0.0])
                 out.append(TrafficLight(
-                    sig.id, sig.name, road.id, s, lane_ids, self._light_junction(road, sig), pose,
+                    sig.id, sig.name, at.id, at_s, lane_ids, self._light_junction(at, sig, orientation), pose,
                     Pose(float(stop[0]), float(stop[1]), float(stop[2]), yaw),
                     TriggerVolume((float(trig[0]), float(trig[1]), float(trig[2] + 1.0)), (1.5, half, 1.0), yaw)))
         return sorted(out, key=lambda tl: tl.id)

@@ -79,6 +79,15 @@ class Signal:
 
 
 @dataclass(frozen=True)
+class SignalReference:
+    id: str  # the referenced signal's id
+    s: float
+    t: float
+    orientation: str
+    validity: tuple[tuple[int, int], ...]
+
+
+@dataclass(frozen=True)
 class RoadLink:
     element_type: str  # "road" or "junction"
     element_id: int
@@ -98,6 +107,9 @@ class Road:
     signals: tuple[Signal, ...]
     predecessor: RoadLink | None
     successor: RoadLink | None
+    # <signalReference>s: a signal defined on another road that also applies here (CARLA's towns give the lanes a
+    # traffic light controls this way, on the roads entering its junction)
+    signal_references: tuple[SignalReference, ...] = ()
 
     def section_index(self, s: float) -> int:
         for i in range(len(self.sections) - 1, -1, -1):
@@ -267,6 +279,19 @@ def _signals(road_el: ET.Element, rid: int) -> tuple[Signal, ...]:
     return tuple(out)
 
 
+def _signal_references(road_el: ET.Element, rid: int) -> tuple[SignalReference, ...]:
+    group = road_el.find("signals")
+    out = []
+    for ref in group.findall("signalReference") if group is not None else []:
+        sid = ref.get("id")
+        if not sid:
+            raise MapError(f"road {rid}: <signalReference> without id")
+        validity = tuple((_int(v, "fromLane", rid), _int(v, "toLane", rid)) for v in ref.findall("validity"))
+        out.append(SignalReference(sid, _float(ref, "s", rid), _float(ref, "t", rid, 0.0),
+                                   ref.get("orientation", "none"), validity))
+    return tuple(out)
+
+
 def _road_link(link: ET.Element | None, tag: str, rid: int) -> RoadLink | None:
     el = link.find(tag) if link is not None else None
     if el is None:
@@ -291,6 +316,7 @@ def _road(road_el: ET.Element) -> Road:
         lane_offset=_cubics(lanes_el.findall("laneOffset") if lanes_el is not None else [], "s", rid),
         sections=_sections(road_el, rid, length), signals=_signals(road_el, rid),
         predecessor=_road_link(link, "predecessor", rid), successor=_road_link(link, "successor", rid),
+        signal_references=_signal_references(road_el, rid),
     )
 
 

@@ -11,6 +11,7 @@ lists both; tests/server/test_served.py holds the doc to this table.
 """
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -22,13 +23,15 @@ from envs import maps
 from . import protocol as pr
 from .blueprints import BLUEPRINTS
 from .geometry import rotation_angles
-from .render.renderer import renderer_for
-from .world import CarlaError, World, not_served
+from .render.renderer import renderer_for, renderer_in_background
+from .world import CarlaError, NotServed, World, not_served
 
+log = logging.getLogger("slimdrive.server")
 RpcFunction = Callable[..., object]
 REGISTRY: dict[str, tuple[str, str]] = {}  # rpc name -> (method name, result wrapping)
 
 GENERATED_MAP_NAME = "OpenDriveMap"
+SWITCH_AFTER_S = 0.5  # a loaded map becomes current by then even if no client asks for its episode
 ANY_LABEL = 255  # carla.CityObjectLabel.Any
 
 # Bound CARLA calls that are not served, and why: each raises `not_served` naming itself.
@@ -50,48 +53,100 @@ def _map_short_name(name: str) -> str:
 
 
 class Simulator:
-    def __init__(self, map_name: str, port: int):
-        """`map_name`: a shipped map, or a path to an .xodr file that is then served under its file stem."""
+    def __init__(self, map_name: str, port: int, maps_dir: str | Path | None = None):
+        """`map_name`: a shipped map, a map of `maps_dir`, or a path to an .xodr file that is then served under its
+        file stem. `maps_dir`: a folder whose `*.xodr` files are served by file stem, as CARLA serves its towns
+        (`load_world('Town01')` for `Town01.xodr`); a name there hides a shipped map of the same name."""
         self.port = port
         self._episode_counter = 1
         self.maps: dict[str, str] = {name: name for name in maps.available_maps()}  # served name -> source
+        if maps_dir is not None:
+            folder = Path(maps_dir)
+            if not folder.is_dir():
+                raise maps.MapError(f"maps folder {folder} does not exist")
+            self.maps.update({path.stem: str(path) for path in sorted(folder.glob("*.xodr"))})
         if map_name not in self.maps:
             path = Path(map_name)
             maps.load_xodr_text(path)  # raises MapError naming the available maps
             self.maps[path.stem] = str(path)
             map_name = path.stem
-        self.world = self._new_world(map_name, maps.load_xodr_text(self.maps[map_name]))
+        self.observer_streams: set[int] = set()  # every episode's state stream id: all carry the current state
+        self._opendrive: str | None = None  # the OpenDRIVE text of the last copy_opendrive_to_file
+        self._pending: World | None = None  # a loaded map that becomes current on the next tick, see _switch
+        self._pending_since = 0.0
+        self._pending_asked = False  # whether a client asked for the episode since the map was loaded
+        self._pending_watched = False  # whether a client subscribed to the loaded map's state stream
+        self.world = self._new_world(map_name, maps.load_xodr_text(self.maps[map_name]), pr.WORLD_OBSERVER_STREAM)
+        renderer_in_background(self.world.network, self.world.map_name)
         self._last_tick_wall = time.monotonic()
         self.traffic_managers: dict[int, tuple[str, int]] = {}
         self.on_tick: Callable[[list[tuple[int, bytes]]], None] = lambda messages: None
+        # Runs a tick's sensor measurement: at once here; the transport defers it until the call that ticked
+        # (tick_cue) has been answered, so that world.tick() returns while cameras render
+        self.measure_sensors: Callable[[Callable[[], None]], None] = lambda measure: measure()
+        self.answer_discarded = False  # whether the client discards the answer to the call being run (transport)
 
-    def _new_world(self, name: str, xodr: str, first_stream_id: int = pr.WORLD_OBSERVER_STREAM + 1) -> World:
+    def _new_world(self, name: str, xodr: str, observer_stream: int) -> World:
         if name == GENERATED_MAP_NAME:
             network = maps.RoadNetwork.from_xodr(xodr, name)
         else:
             network = maps.load_network(self.maps[name])
         world = World(network, name, xodr, episode_id=self._episode_counter, port=self.port,
-                      first_stream_id=first_stream_id)
+                      observer_stream=observer_stream)
         self._episode_counter += 1
+        self.observer_streams.add(observer_stream)
         return world
 
     def _switch(self, name: str, xodr: str, reset_settings: bool) -> None:
-        previous = self.world
-        self.world = self._new_world(name, xodr, first_stream_id=previous.next_stream_id)
+        """Load a map as a new episode that becomes current on the next tick after a client asked for the episode
+        (`get_episode_info`), as CARLA's does once the level has loaded. CARLA 0.9.16's client, on load_world,
+        drops its Episode (unsubscribing its state stream), asks for the episode, subscribes to the new stream and
+        waits for the episode id to change; its new Episode, seeing the change, resets the client's Traffic
+        Managers onto the new map. A state of the new episode that reached the old Episode first would reset them
+        there instead, on a stream thread racing the Episode's destruction: the crash of load_world after
+        get_trafficmanager()."""
+        latest = self._pending or self.world
+        pending = self._new_world(name, xodr, observer_stream=latest.next_stream_id)
         if not reset_settings:
-            self.world.settings = previous.settings
-        self.world.map_changed = (name, xodr) != (previous.map_name, previous.xodr)
-        self.step()  # publish the new episode so that waiting clients see its id
+            pending.settings = latest.settings
+        pending.map_changed = (name, xodr) != (self.world.map_name, self.world.xodr)
+        self._pending, self._pending_since = pending, time.monotonic()
+        self._pending_asked = self._pending_watched = False
+
+    def observer_subscribed(self, stream_id: int) -> bool:
+        """A client subscribed to an episode's state stream (`transport`). True when that is the stream of a
+        loaded map not yet current: the client is replacing its Episode for the map it loads, and the state it is
+        sent now should tell it that the map changed (see `transport.StreamProtocol`)."""
+        if self._pending is not None and stream_id == self._pending.observer_stream:
+            self._pending_watched = True
+            return True
+        return False
+
+    def _activate_pending(self) -> None:
+        """Make a loaded map current once a client has subscribed to its state stream, or after `SWITCH_AFTER_S`
+        for a client that never does (an older client keeps its Episode and just waits for the id to change).
+        The client's new Episode thus sees the episode id change on its own stream; and it has already been
+        told that the map changed (in the state it was sent on subscribing), because the map-change flag that
+        comes with the new id is read after the id, by which time the client's load_world may have returned and
+        fetched a stale map."""
+        if self._pending is None:
+            return
+        if not self._pending_watched and time.monotonic() - self._pending_since < SWITCH_AFTER_S:
+            return
+        self.world, self._pending = self._pending, None
+        renderer_in_background(self.world.network, self.world.map_name)
 
     # ---------------------------------------------------------------------------------------- ticking
     def step(self) -> int:
         """Advance the world one step and publish its state and sensor data. Returns the new frame."""
+        self._activate_pending()
         now = time.monotonic()
         fixed = self.world.settings.fixed_delta_seconds
         dt = fixed if fixed is not None else min(max(now - self._last_tick_wall, 1e-3), 0.1)
         self._last_tick_wall = now
         output = self.world.tick(dt)
-        self.on_tick(output.messages)
+        self.on_tick([output.state])  # sent before the sensors are measured (cameras render): see World.tick
+        self.measure_sensors(lambda: self.on_tick(output.sensors()))
         return output.frame
 
     # ------------------------------------------------------------------------------ version and episode
@@ -107,11 +162,16 @@ class Simulator:
 
     @call()
     def get_episode_info(self) -> list:
-        return [self.world.episode_id, [pr.stream_token(pr.WORLD_OBSERVER_STREAM, self.port + 1)]]
+        """The current episode's id with the stream of the newest episode: while a loaded map waits for the next
+        tick, the caller is a client replacing its Episode, which must see the id change on its new stream."""
+        if self._pending is not None:
+            self._pending_asked = True
+        stream = (self._pending or self.world).observer_stream
+        return [self.world.episode_id, [pr.stream_token(stream, self.port + 1)]]
 
     @call()
     def get_sensor_token(self, stream_id: int) -> list:
-        if stream_id != pr.WORLD_OBSERVER_STREAM and stream_id not in self.world.streams:
+        if stream_id not in self.observer_streams and stream_id not in self.world.streams:
             raise CarlaError(f"get_sensor_token: no sensor stream {stream_id}")
         return [pr.stream_token(int(stream_id), self.port + 1)]  # streaming::Token is an array of one bin
 
@@ -136,15 +196,21 @@ class Simulator:
         return []  # served: no street lights for carla.LightManager (the scenery's lamps are not lights)
 
     # ------------------------------------------------------------------------------------------- maps
+    def _map_world(self) -> World:
+        """The world whose map the map calls describe: a loaded map's as soon as a client has asked for its
+        episode. The client's new Episode may fetch and cache the map before the episode changes; it must get
+        the map it is loading, which it would otherwise keep (CARLA refetches only on a map-change flag)."""
+        return self._pending if self._pending is not None and self._pending_asked else self.world
+
     @call()
     def get_map_info(self) -> list:
-        spawn_points = [pr.Transform(x, y, z, 0.0, yaw, 0.0).to_msg()
-                        for x, y, z, yaw in self.world.network.spawn_points()]
-        return [f"Carla/Maps/{self.world.map_name}", spawn_points]
+        world = self._map_world()
+        spawn_points = [pr.Transform(x, y, z, 0.0, yaw, 0.0).to_msg() for x, y, z, yaw in world.network.spawn_points()]
+        return [f"Carla/Maps/{world.map_name}", spawn_points]
 
     @call()
     def get_map_data(self) -> str:
-        return self.world.xodr
+        return self._map_world().xodr
 
     @call()
     def get_available_maps(self) -> list:
@@ -152,13 +218,18 @@ class Simulator:
 
     @call(void=True)
     def load_new_episode(self, map_name: str, reset_settings: bool = True, map_layers: int = 0xFFFF) -> None:
-        name = _map_short_name(str(map_name)) or self.world.map_name  # reload_world sends ""
-        if name == GENERATED_MAP_NAME and self.world.map_name == GENERATED_MAP_NAME:
-            self._switch(name, self.world.xodr, bool(reset_settings))
+        name = _map_short_name(str(map_name)) or (self._pending or self.world).map_name  # reload_world sends ""
+        if name == GENERATED_MAP_NAME:
+            if self._opendrive is None:
+                raise CarlaError(f"map '{map_name}': no OpenDRIVE was sent (generate_opendrive_world sends it)")
+            self._switch(name, self._opendrive, bool(reset_settings))
             return
         if name not in self.maps:
             raise CarlaError(f"map '{map_name}' not found; available: {', '.join(self.maps)}")
-        self._switch(name, maps.load_xodr_text(self.maps[name]), bool(reset_settings))
+        try:
+            self._switch(name, maps.load_xodr_text(self.maps[name]), bool(reset_settings))
+        except maps.MapError as exc:
+            raise CarlaError(f"map '{name}' ({self.maps[name]}) could not be loaded: {exc}") from exc
 
     @call(void=True)
     def copy_opendrive_to_file(self, opendrive: str, parameters=None) -> None:
@@ -166,7 +237,7 @@ class Simulator:
             maps.RoadNetwork.from_xodr(str(opendrive), GENERATED_MAP_NAME)
         except maps.MapError as exc:
             raise CarlaError(f"opendrive could not be correctly parsed: {exc}") from exc
-        self._switch(GENERATED_MAP_NAME, str(opendrive), reset_settings=True)
+        self._opendrive = str(opendrive)  # loaded by the load_new_episode("OpenDriveMap") that the client sends next
 
     # ------------------------------------------------------------ traffic manager registry
     # CARLA's Traffic Manager runs inside a client process; the server only records where it listens.
@@ -239,7 +310,8 @@ class Simulator:
 
     @call()
     def get_actor_bounding_box(self, actor_id: int) -> list:
-        return self.world.actor_msg(self.world.actor(int(actor_id)))[3]
+        actor = self.world.gone(int(actor_id)) or self.world.actor(int(actor_id))
+        return self.world.actor_msg(actor)[3]
 
     @call(name="get_all_level_BBs")
     def get_all_level_bbs(self, label: int = ANY_LABEL) -> list:
@@ -381,12 +453,15 @@ class Simulator:
     # ------------------------------------------------------------------------------------------- batch
     @call(raw=True)
     def apply_batch(self, commands, do_tick_cue: bool = False) -> list:
-        """Run rpc::Command variants in order; answers a bare list of `Response<ActorId>`, one per command."""
+        """Run rpc::Command variants in order; answers a bare list of `Response<ActorId>`, one per command. A
+        command that is refused has no effect: a spawn whose follow-up (`then`) is refused leaves no actor."""
         responses = []
         for command in commands:
             try:
                 responses.append(pr.response(self._run_command(command[0])))
             except CarlaError as exc:
+                if isinstance(exc, NotServed) and self.answer_discarded:
+                    log.warning("%s", exc)  # apply_batch discards its answers: the log is all that shows this
                 responses.append(pr.response_error(str(exc), void=False))
             except (TypeError, ValueError, KeyError, IndexError) as exc:
                 responses.append(pr.response_error(f"apply_batch: malformed command {command!r:.120} ({exc})",
@@ -400,19 +475,64 @@ class Simulator:
         if index == BATCH_SPAWN:
             description, transform, parent, _attachment, _socket, do_after = fields
             parent_id = int(parent[1]) if parent and parent[0] else None
+            for follow_up in do_after:  # refused before anything is spawned
+                self._check_command(follow_up[0][0], "SpawnActor(...).then")
             actor = self._spawn(description, transform, parent_id)
-            for follow_up in do_after:
-                self._run_command(follow_up[0], future_actor=actor.id)
+            try:
+                for follow_up in do_after:
+                    self._run_command(follow_up[0], future_actor=actor.id)
+            except (CarlaError, TypeError, ValueError, KeyError, IndexError) as exc:
+                self.world.destroy(actor.id)  # a refused follow-up leaves no actor behind
+                kind = NotServed if isinstance(exc, NotServed) else CarlaError
+                raise kind(f"apply_batch: SpawnActor of {actor.blueprint.id} undone: {exc}") from exc
             return actor.id
-        name = BATCH_COMMANDS.get(index)
-        if name is None:
-            raise not_served(f"apply_batch: command type {index}")
+        self._check_command(index, "apply_batch")
         actor_id = int(fields[0]) or future_actor
-        getattr(self, name)(actor_id, *fields[1:])
+        if index == BATCH_SET_AUTOPILOT:
+            return self._set_autopilot(actor_id, bool(fields[1]))
+        getattr(self, BATCH_COMMANDS[index])(actor_id, *fields[1:])
+        return actor_id
+
+    def _check_command(self, index: int, where: str) -> None:
+        if index in BATCH_COMMANDS:
+            return
+        name = BATCH_COMMAND_NAMES.get(index, f"command type {index}")
+        if index == BATCH_SET_AUTOPILOT:
+            if not self.answer_discarded:
+                return
+            raise not_served(f"{where}: SetAutopilot in apply_batch", "the client's Traffic Manager takes a vehicle "
+                             "only from apply_batch_sync's answers; use apply_batch_sync or vehicle.set_autopilot")
+        raise not_served(f"{where}: {name}", BATCH_NOT_SERVED.get(index, ""))
+
+    def _set_autopilot(self, actor_id: int, enabled: bool) -> int:
+        """Batch SetAutopilot, as CARLA's server: checks the vehicle and answers its id. The Traffic Manager is the
+        client's (as in CARLA): apply_batch_sync hands it the vehicles whose SetAutopilot succeeded."""
+        actor = self.world.actor(actor_id)
+        if actor.kind != "vehicle":
+            raise CarlaError(f"SetAutopilot: actor {actor_id} ({actor.blueprint.id}) is not a vehicle")
         return actor_id
 
 
 BATCH_SPAWN = 0
+BATCH_SET_AUTOPILOT = 16
+# CARLA 0.9.16's rpc::Command variant names, by index (as the stock client sends them)
+BATCH_COMMAND_NAMES = {
+    0: "SpawnActor", 1: "DestroyActor", 2: "ApplyVehicleControl", 3: "ApplyVehicleAckermannControl",
+    4: "ApplyWalkerControl", 5: "ApplyVehiclePhysicsControl", 6: "ApplyTransform", 7: "ApplyWalkerState",
+    8: "ApplyTargetVelocity", 9: "ApplyTargetAngularVelocity", 10: "ApplyImpulse", 11: "ApplyForce",
+    12: "ApplyAngularImpulse", 13: "ApplyTorque", 14: "SetSimulatePhysics", 15: "SetEnableGravity",
+    16: "SetAutopilot", 17: "ShowDebugTelemetry", 18: "SetVehicleLightState",
+}
+# Batch commands not served, and why (the error names the command)
+BATCH_NOT_SERVED = {
+    3: "vehicles take throttle, steer and brake (VehicleControl); there is no Ackermann controller",
+    5: "vehicle physics come from the blueprint table; there is no physics control to apply",
+    7: "walker states come from walker navigation, which is not served (no navigation mesh)",
+    10: "bodies move kinematically: there are no forces or impulses", 11: "bodies move kinematically: there are "
+    "no forces or impulses", 12: "bodies move kinematically: there are no forces or impulses",
+    13: "bodies move kinematically: there are no forces or impulses",
+    17: "there is no debug drawing",
+}
 # rpc::Command variant index -> the RPC method with the same arguments (actor id first)
 BATCH_COMMANDS = {
     1: "destroy_actor", 2: "apply_control_to_vehicle", 4: "apply_control_to_walker", 6: "set_actor_transform",

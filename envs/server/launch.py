@@ -103,8 +103,10 @@ class ServerProcess:
 
 
 def launch(map_name: str = "town", host: str = "127.0.0.1", port: int | None = None,
-           timeout: float = 30.0, log_dir: str | os.PathLike | None = None) -> ServerProcess:
-    """Start `python -m envs.server` and wait until it answers `version`."""
+           timeout: float = 30.0, log_dir: str | os.PathLike | None = None,
+           maps_dir: str | os.PathLike | None = None) -> ServerProcess:
+    """Start `python -m envs.server` and wait until it answers `version`; `maps_dir`: a folder of .xodr maps it
+    serves by name (`--maps-dir`)."""
     port = port or free_port_pair(host)
     log_dir = Path(log_dir) if log_dir else Path(tempfile.gettempdir())
     log_dir.mkdir(parents=True, exist_ok=True)
@@ -113,7 +115,8 @@ def launch(map_name: str = "town", host: str = "127.0.0.1", port: int | None = N
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")]))
     process = subprocess.Popen(
         [sys.executable, "-m", "envs.server", "--host", host, "--port", str(port), "--map", map_name,
-         "--log-level", "WARNING", "--parent-pid", str(os.getpid())],
+         "--log-level", "WARNING", "--parent-pid", str(os.getpid())]
+        + (["--maps-dir", str(maps_dir)] if maps_dir is not None else []),
         stdout=log_file, stderr=subprocess.STDOUT, env=env, cwd=REPO_ROOT)
     server = ServerProcess(host, port, map_name, process, log_path, log_file)
     deadline = time.monotonic() + timeout

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 CARLA_VERSION = "0.9.16"
-WORLD_OBSERVER_STREAM = 1
+WORLD_OBSERVER_STREAM = 1  # the first episode's state stream; each later episode gets a fresh id (World)
 
 # Sensor type ids: the order of the 0.9.16 sensor registry (changes between CARLA versions).
 SENSOR_TYPE_ID = {
@@ -212,6 +212,15 @@ def sensor_header(type_id: int, frame: int, timestamp: float, transform: Transfo
 
 
 EPISODE_HEADER = struct.Struct("<Qdf3iI")  # 36 bytes
+SIM_STATE_OFFSET = SENSOR_HEADER.size + EPISODE_HEADER.size - 4  # the u32 simulation_state bits in a state payload
+
+
+def with_map_change(payload: bytes) -> bytes:
+    """An episode state payload with its map-change bit set (the client then fetches the map again)."""
+    (bits,) = struct.unpack_from("<I", payload, SIM_STATE_OFFSET)
+    flagged = bytearray(payload)
+    struct.pack_into("<I", flagged, SIM_STATE_OFFSET, bits | SIM_STATE_MAP_CHANGE)
+    return bytes(flagged)
 
 _VEHICLE_DATA = np.dtype([
     ("throttle", "<f4"), ("steer", "<f4"), ("brake", "<f4"), ("hand_brake", "u1"), ("reverse", "u1"),

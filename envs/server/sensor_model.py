@@ -27,6 +27,7 @@ class SensorModel:
     """
 
     type_id = -1
+    is_event = False  # reports events (collisions) rather than measuring every tick
 
     def __init__(self, attribute: Callable[[str, str], str]):
         self.period = number(attribute, "sensor_tick", "0.0")

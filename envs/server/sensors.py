@@ -25,6 +25,7 @@ GRAVITY = 9.81
 
 class CollisionSensor(SensorModel):
     type_id = SENSOR_TYPE_ID["sensor.other.collision"]
+    is_event = True
 
     def measure(self, world, actor, contacts, dt, header) -> list[bytes]:
         payloads = []

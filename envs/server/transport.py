@@ -22,7 +22,7 @@ import traceback
 import msgpack
 
 from .api import REGISTRY, Simulator
-from .protocol import WORLD_OBSERVER_STREAM, response, response_error, response_void
+from .protocol import response, response_error, response_void, with_map_change
 from .world import CarlaError, NotServed, not_served
 
 log = logging.getLogger("slimdrive.server")
@@ -121,14 +121,21 @@ class StreamProtocol(asyncio.Protocol):
         self.buffer += data
         if len(self.buffer) >= 4:
             (self.stream_id,) = self._ID.unpack(self.buffer[:4])
-            self.server.subscribers.setdefault(self.stream_id, set()).add(self)
-            if self.stream_id == WORLD_OBSERVER_STREAM and self.server.last_state is not None:
-                # A new client waits for one episode state; in synchronous mode none may come for a while.
-                self.send(self.server.last_state)
+            if self.stream_id in self.server.simulator.observer_streams:
+                self.server.observers.add(self)
+                loading = self.server.simulator.observer_subscribed(self.stream_id)
+                if self.server.last_state is not None:
+                    # A new client waits for one episode state; in synchronous mode none may come for a while.
+                    # A client loading a map is told that the map changed (see Simulator._activate_pending).
+                    state = self.server.last_state
+                    self.send(state[:4] + with_map_change(state[4:]) if loading else state)
+            else:
+                self.server.subscribers.setdefault(self.stream_id, set()).add(self)
 
     def connection_lost(self, exc) -> None:
         self.server.connections.discard(self)
         if self.stream_id is not None:
+            self.server.observers.discard(self)
             self.server.subscribers.get(self.stream_id, set()).discard(self)
 
     def send(self, frame: bytes) -> None:
@@ -141,7 +148,10 @@ class SimulatorServer:
     def __init__(self, simulator: Simulator, host: str, port: int):
         self.simulator = simulator
         self.host, self.port = host, port
-        self.subscribers: dict[int, set[StreamProtocol]] = {}
+        self.subscribers: dict[int, set[StreamProtocol]] = {}  # sensor stream id -> its subscribers
+        # Subscribers of any episode's state stream: each gets the current episode's state, so a client that did
+        # not load the new map itself follows it on the stream it has (as on CARLA's one broadcast stream)
+        self.observers: set[StreamProtocol] = set()
         self.last_state: bytes | None = None  # the latest framed episode state
         self.connections: set[RpcProtocol | StreamProtocol] = set()
         simulator.on_tick = self.publish
@@ -165,6 +175,9 @@ class SimulatorServer:
         method_name, wrapping = REGISTRY[name]
         void = wrapping == "void"
         args = list(params[1:]) if isinstance(params, list) and params else []  # drop Metadata
+        # Metadata [true]: the client discards the answer (apply_batch, as against apply_batch_sync)
+        metadata = params[0] if isinstance(params, list) and params else None
+        self.simulator.answer_discarded = isinstance(metadata, list) and metadata[:1] == [True]
         try:
             value = getattr(self.simulator, method_name)(*args)
             if wrapping == "raw":
@@ -185,8 +198,9 @@ class SimulatorServer:
     def publish(self, messages: list[tuple[int, bytes]]) -> None:
         for stream_id, payload in messages:
             subscribers = self.subscribers.get(stream_id)
-            if stream_id == WORLD_OBSERVER_STREAM:
+            if stream_id in self.simulator.observer_streams:
                 self.last_state = struct.pack("<I", len(payload)) + payload
+                subscribers = self.observers
             if subscribers:
                 frame = struct.pack("<I", len(payload)) + payload
                 for subscriber in list(subscribers):
@@ -205,6 +219,9 @@ class SimulatorServer:
     async def serve_forever(self, ready=None, parent_pid: int | None = None) -> None:
         """Serve until cancelled or, given `parent_pid`, until that process (the launcher) is gone."""
         loop = asyncio.get_running_loop()
+        # A tick's sensors are measured right after the call that ticked is answered, ahead of any call read after
+        # it (call_soon runs before the next poll for input), so they see the world of their tick
+        self.simulator.measure_sensors = loop.call_soon
         rpc = await loop.create_server(lambda: RpcProtocol(self), self.host, self.port)
         stream = await loop.create_server(lambda: StreamProtocol(self), self.host, self.port + 1)
         log.info("slimdrive simulator serving map '%s' on %s:%d (streams on %d)",

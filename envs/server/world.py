@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -100,12 +101,17 @@ class Actor:
 @dataclass
 class TickOutput:
     frame: int
-    messages: list[tuple[int, bytes]]  # (stream id, payload)
+    state: tuple[int, bytes]  # (observer stream id, episode state payload)
+    sensors: Callable[[], list[tuple[int, bytes]]]  # measures this tick's sensors: (stream id, payload)
 
 
 class World:
     def __init__(self, network, map_name: str, xodr: str, episode_id: int = 1, port: int = 2000,
-                 first_stream_id: int = WORLD_OBSERVER_STREAM + 1):
+                 observer_stream: int = WORLD_OBSERVER_STREAM):
+        """`observer_stream`: this episode's own id for the episode-state stream. Ids are never reused across
+        episodes: CARLA 0.9.16's client replaces its Episode on a map change, unsubscribing the old one's id
+        while subscribing the new one's, and one id for both lets the old one's late unsubscribe cut off the new
+        one (a hang or a crash in the client). Sensor streams take the ids after it."""
         self.network = network
         self.map_name = map_name
         self.xodr = xodr
@@ -119,8 +125,10 @@ class World:
         self.map_changed = True  # the first state of an episode announces its map
         self.actors: dict[int, Actor] = {}
         self._next_id = 1
-        self.next_stream_id = first_stream_id  # unique across episodes: old listeners never get new sensors' data
+        self.observer_stream = observer_stream
+        self.next_stream_id = observer_stream + 1  # unique across episodes: old listeners never get new sensors' data
         self.streams: dict[int, Actor] = {}
+        self._gone: dict[int, tuple[int, Actor]] = {}  # recently destroyed: id -> (frame, actor), see `gone`
         self.light_groups: list[LightGroup] = []
         self._volumes = None  # cached traffic-light trigger boxes, see _trigger_volumes
         self._speed_limits: SpeedLimits | None = None  # painted on the first tick with vehicles
@@ -200,7 +208,15 @@ class World:
             self.destroy(child.id)
         del self.actors[actor_id]
         self.streams.pop(actor.stream_id, None)
+        self._gone[actor_id] = (self.frame, actor)
         return True
+
+    def gone(self, actor_id: int) -> Actor | None:
+        """An actor destroyed since the last tick's state went out, or in the tick before: clients still hold it in
+        their snapshot, and the client's Traffic Manager asks for its bounding box (an error there aborts the
+        client, as when a script destroys an autopilot vehicle and then applies settings)."""
+        entry = self._gone.get(actor_id)
+        return entry[1] if entry is not None else None
 
     def _overlaps_any(self, blueprint: Blueprint, pose: np.ndarray) -> bool:
         others = [a for a in self.actors.values()
@@ -271,6 +287,8 @@ class World:
     # --------------------------------------------------------------------------------------------- tick
     def tick(self, dt: float) -> TickOutput:
         self.frame += 1
+        if self._gone:
+            self._gone = {i: (f, a) for i, (f, a) in self._gone.items() if f >= self.frame - 2}
         self.elapsed += dt
         movers = [a for a in self.actors.values() if a.kind in ("vehicle", "walker")]
         previous_velocity = [a.velocity for a in movers]  # replaced, never mutated, by the steps below
@@ -282,11 +300,11 @@ class World:
         self._update_children()
         for group in self.light_groups:
             group.step(dt)
-        # Sensor data goes out before the episode state: `world.tick()` returns on the state, and event
-        # sensors (collisions) cannot be waited for, so their data should already be on its way by then.
-        messages = self._sensor_messages(contacts, dt)
-        messages.append((WORLD_OBSERVER_STREAM, self.episode_state(dt)))
-        return TickOutput(self.frame, messages)
+        # The episode state goes out before any sensor data (`Simulator.step`): the client's apply_batch_sync(...,
+        # True) waits for the state while holding Python's GIL, and sensor callbacks that reach the client first
+        # block its stream threads on that GIL, so the state would never be read (a deadlock until the timeout).
+        return TickOutput(self.frame, (self.observer_stream, self.episode_state(dt)),
+                          lambda: self._sensor_messages(contacts, dt))
 
     def _movable(self, kind: str) -> list[Actor]:
         return [a for a in self.actors.values() if a.kind == kind and a.parent is None and a.simulate_physics]
@@ -483,7 +501,11 @@ class World:
 
     # ------------------------------------------------------------------------------------------ sensors
     def _sensor_messages(self, contacts: list[tuple[Actor, Actor, np.ndarray]], dt: float) -> list[tuple[int, bytes]]:
-        sensors = [a for a in self.streams.values() if a.parent is not None and a.sensor is not None]
+        # A sensor without a parent measures from its own transform, as CARLA's (an IMU or GNSS at rest, a camera
+        # on a pole)
+        sensors = [a for a in self.streams.values() if a.sensor is not None]
+        # Event sensors (collisions) first: cheap, and the env reads them after waiting for the cameras' images
+        sensors.sort(key=lambda a: not a.sensor.is_event)
 
         def measure(actor: Actor) -> list[tuple[int, bytes]]:
             header = lambda type_id: sensor_header(type_id, self.frame, self.elapsed,  # noqa: E731

@@ -154,11 +154,32 @@ _RENDERERS: dict[int, tuple[object, Renderer]] = {}  # id(network) -> (network k
 _RENDERERS_LOCK = threading.Lock()
 
 
+_LATEST: list[int] = [0]  # id() of the network most recently asked for in the background
+
+
 def renderer_for(network, name: str) -> Renderer:
-    """The renderer of a road network, built on first use (a few seconds for a town)."""
+    """The renderer of a road network, built on first use (a few seconds for a town) unless
+    `renderer_in_background` has built it already; a caller during that build waits for it."""
     key = id(network)
     with _RENDERERS_LOCK:
         if key not in _RENDERERS:
             _RENDERERS.clear()  # one map at a time: a map change frees the previous scene's textures
             _RENDERERS[key] = (network, Renderer(build_scene(network, name)))
         return _RENDERERS[key][1]
+
+
+def renderer_in_background(network, name: str) -> threading.Thread:
+    """Start building the renderer of a map that was just loaded, on a thread of its own, so that the first camera
+    frame does not stall the server for the seconds a town's scene takes (CARLA's examples wait 2 s for a frame).
+    A build that a newer map supersedes before it starts is skipped."""
+    _LATEST[0] = id(network)
+
+    def build() -> None:
+        # (not at a lower priority: a camera or get_level_bbs that needs the scene waits for this thread, and a
+        # lowered thread on a loaded machine would make it wait many times the build's few seconds)
+        if _LATEST[0] == id(network):
+            renderer_for(network, name)
+
+    thread = threading.Thread(target=build, name=f"scene-{name}", daemon=True)
+    thread.start()
+    return thread

@@ -1,0 +1,375 @@
+"""CARLA-style client scripts, written from CARLA 0.9.16's documented Python API (not copied from its examples),
+run unchanged against the embedded server. Each script runs in a Python process of its own (`client_script`):
+the stock client's crashes (segfaults, aborts) fail one test, not the run. docs/server.md's compatibility table
+lists what each shows."""
+from __future__ import annotations
+
+import math
+import time
+import xml.etree.ElementTree as ET
+
+import pytest
+
+from envs import maps
+from envs.server.launch import launch
+from envs.server.render.renderer import renderer_for, renderer_in_background
+
+# load_world and reload_world with a Traffic Manager in synchronous mode (as the leaderboard drives it): the
+# client's Episode is replaced on each load and its Traffic Manager is reset onto the new map
+LOAD_WORLD_AFTER_TRAFFIC_MANAGER = """
+import sys
+import carla
+
+host, port, loads = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+client = carla.Client(host, port)
+client.set_timeout(10.0)
+world = client.get_world()
+traffic_manager = client.get_trafficmanager(int(sys.argv[4]))
+settings = world.get_settings()
+settings.synchronous_mode = True
+settings.fixed_delta_seconds = 0.05
+world.apply_settings(settings)
+traffic_manager.set_synchronous_mode(True)
+# One tick lets the Traffic Manager finish the asynchronous step it was making since it was created: the stock
+# client crashes if that step still runs when load_world drops the client's Episode (a race in the client)
+world.tick()
+ids = [world.id]
+for i in range(loads):
+    wanted = "straight" if i % 2 == 0 else "town"
+    world = client.reload_world(False) if i % 5 == 4 else client.load_world(wanted, False)
+    world.tick()
+    name = world.get_map().name
+    assert name.endswith(wanted if i % 5 != 4 else ids_map), (i, name)
+    ids.append(world.id)
+    ids_map = name.split("/")[-1]
+    if i % 2 == 1:  # the Traffic Manager drives on the new map
+        blueprint = world.get_blueprint_library().find("vehicle.audi.a2")
+        car = world.spawn_actor(blueprint, world.get_map().get_spawn_points()[0])
+        car.set_autopilot(True, traffic_manager.get_port())
+        start = car.get_location()
+        for _ in range(40):
+            world.tick()
+        assert car.get_location().distance(start) > 1.0, "the autopilot did not drive"
+        car.set_autopilot(False, traffic_manager.get_port())
+        car.destroy()
+assert len(set(ids)) == len(ids), ids
+settings = world.get_settings()
+settings.synchronous_mode = False
+world.apply_settings(settings)
+print("OK", len(ids) - 1, "loads")
+"""
+
+# Many map changes in a row, asynchronous mode (the server ticks by itself) and no Traffic Manager
+LOAD_WORLD_LOOP = """
+import sys
+import carla
+
+client = carla.Client(sys.argv[1], int(sys.argv[2]))
+client.set_timeout(10.0)
+names = ["straight", "town", "curves"]
+for i in range(int(sys.argv[3])):
+    world = client.reload_world() if i % 4 == 3 else client.load_world(names[i % 3])
+    world.wait_for_tick(5.0)
+    assert world.get_map().name.split("/")[-1] in names
+print("OK")
+"""
+
+
+def test_load_world_twice_and_more_after_a_traffic_manager_exists(client_script):
+    """Once crashed the client every time: the new and the old Episode shared one state stream id."""
+    with launch("town") as server:
+        done = client_script(server, LOAD_WORLD_AFTER_TRAFFIC_MANAGER, "6", str(server.port + 7))
+    assert "OK 6 loads" in done.stdout
+
+
+@pytest.mark.slow
+def test_twenty_load_world_and_reload_world_loops_do_not_crash_the_client(client_script):
+    with launch("town") as server:
+        client_script(server, LOAD_WORLD_LOOP, "20", timeout=300.0)
+        client_script(server, LOAD_WORLD_AFTER_TRAFFIC_MANAGER, "20", str(server.port + 7), timeout=300.0)
+
+# Synchronous mode with sensor queues, stepping by apply_batch_sync(commands, True) as CARLA's traffic examples
+# do: the client waits for the tick's state holding Python's GIL, so the state must reach it before sensor data
+# whose callbacks need the GIL (with as many listened sensors as the client has stream threads, it deadlocked)
+SYNC_BATCH_WITH_SENSOR_QUEUES = """
+import queue
+import sys
+import carla
+
+client = carla.Client(sys.argv[1], int(sys.argv[2]))
+client.set_timeout(5.0)
+world = client.get_world()
+settings = world.get_settings()
+settings.synchronous_mode = True
+settings.fixed_delta_seconds = 0.05
+world.apply_settings(settings)
+library = world.get_blueprint_library()
+car = world.spawn_actor(library.find("vehicle.audi.a2"), world.get_map().get_spawn_points()[0])
+sensors = []
+for blueprint_id in ("sensor.other.imu", "sensor.other.gnss", "sensor.other.imu", "sensor.other.gnss",
+                     "sensor.other.imu", "sensor.other.gnss"):
+    sensor = world.spawn_actor(library.find(blueprint_id), carla.Transform(carla.Location(z=1.0)), attach_to=car)
+    data = queue.Queue()
+    sensor.listen(data.put)
+    sensors.append((sensor, data))
+for _ in range(40):  # a stream's subscription reaches the server after listen() returns: tick until all are on
+    world.tick()
+    if all(not data.empty() for _, data in sensors):
+        break
+
+
+def wait_for(frame):
+    # each sensor's data of `frame`, as a synchronous loop consumes them; a callback still waiting to run when the
+    # next apply_batch_sync holds the GIL would block a stream thread of the client (CARLA's client, any server)
+    for sensor, data in sensors:
+        while data.get(timeout=2.0).frame < frame:
+            pass
+
+
+wait_for(world.tick())
+for step in range(20):
+    client.apply_batch_sync([carla.command.ApplyVehicleControl(car.id, carla.VehicleControl(throttle=0.5))], True)
+    wait_for(world.get_snapshot().frame)
+for sensor, _ in sensors:
+    sensor.stop()
+    sensor.destroy()
+car.destroy()
+settings.synchronous_mode = False
+world.apply_settings(settings)
+print("OK")
+"""
+
+# A fresh server and, straight away, a camera in synchronous mode with the 2 s client timeout of CARLA's examples:
+# world.tick() returns on the tick's state, before the cameras render (the first frame also waits for the map's
+# scene, which the server starts building in the background when the map loads)
+FIRST_CAMERA_FRAME = """
+import queue
+import sys
+import time
+import carla
+
+client = carla.Client(sys.argv[1], int(sys.argv[2]))
+client.set_timeout(2.0)
+world = client.get_world()
+settings = world.get_settings()
+settings.synchronous_mode = True
+settings.fixed_delta_seconds = 0.05
+world.apply_settings(settings)
+library = world.get_blueprint_library()
+car = world.spawn_actor(library.find("vehicle.tesla.model3"), world.get_map().get_spawn_points()[0])
+camera_bp = library.find("sensor.camera.rgb")
+camera_bp.set_attribute("image_size_x", "320")
+camera_bp.set_attribute("image_size_y", "240")
+camera = world.spawn_actor(camera_bp, carla.Transform(carla.Location(x=1.5, z=2.4)), attach_to=car)
+images = queue.Queue()
+camera.listen(images.put)
+for _ in range(3):
+    started = time.monotonic()
+    frame = world.tick()
+    ticked = time.monotonic() - started
+    image = images.get(timeout=60.0)
+    assert image.frame == frame and (image.width, image.height) == (320, 240), (image.frame, frame)
+    print("tick", round(ticked, 2), "s, frame after", round(time.monotonic() - started, 2), "s")
+camera.stop()
+camera.destroy()
+car.destroy()
+settings.synchronous_mode = False
+world.apply_settings(settings)
+print("OK")
+"""
+
+# Sensors spawned without a parent measure from where they stand, as CARLA's
+SENSORS_WITHOUT_A_PARENT = """
+import queue
+import sys
+import carla
+
+client = carla.Client(sys.argv[1], int(sys.argv[2]))
+client.set_timeout(10.0)
+world = client.get_world()
+settings = world.get_settings()
+settings.synchronous_mode = True
+settings.fixed_delta_seconds = 0.05
+world.apply_settings(settings)
+library = world.get_blueprint_library()
+pose = carla.Transform(carla.Location(x=30.0, y=-40.0, z=5.0), carla.Rotation(yaw=90.0))
+readings = {}
+actors = []
+for blueprint_id in ("sensor.other.gnss", "sensor.other.imu", "sensor.camera.depth"):
+    sensor = world.spawn_actor(library.find(blueprint_id), pose)
+    readings[blueprint_id] = queue.Queue()
+    sensor.listen(readings[blueprint_id].put)
+    actors.append(sensor)
+frame = world.tick()
+fix = readings["sensor.other.gnss"].get(timeout=5.0)
+expected = world.get_map().transform_to_geolocation(pose.location)
+assert fix.frame == frame
+assert abs(fix.latitude - expected.latitude) < 1e-7 and abs(fix.longitude - expected.longitude) < 1e-7, fix
+assert abs(fix.altitude - 5.0) < 1e-3
+imu = readings["sensor.other.imu"].get(timeout=5.0)
+assert abs(imu.accelerometer.z - 9.81) < 1e-3 and abs(imu.compass - 3.14159) < 0.01, imu  # yaw 90: facing south
+depth = readings["sensor.camera.depth"].get(timeout=10.0)
+assert depth.transform.location.distance(pose.location) < 1e-3
+for sensor in actors:
+    sensor.stop()
+    sensor.destroy()
+settings.synchronous_mode = False
+world.apply_settings(settings)
+print("OK")
+"""
+
+
+def test_apply_batch_sync_with_a_tick_and_sensor_queues_does_not_deadlock(server, client_script):
+    client_script(server, SYNC_BATCH_WITH_SENSOR_QUEUES)
+
+
+def test_ticks_with_a_new_camera_on_a_fresh_server_answer_within_two_seconds(client_script):
+    with launch("town") as server:
+        done = client_script(server, FIRST_CAMERA_FRAME)
+    assert "OK" in done.stdout
+
+
+def test_a_maps_scene_is_built_in_the_background_when_the_map_loads():
+    """What the first camera frame would otherwise wait for (about 2 s for the town) is ready without a camera."""
+    network = maps.load_network("junction")
+    renderer_in_background(network, "junction").join(timeout=120.0)
+    started = time.monotonic()
+    renderer = renderer_for(network, "junction")
+    assert time.monotonic() - started < 0.05, "renderer_for built the scene again"
+    assert len(renderer.scene.boxes.center) > 0
+
+
+def test_sensors_without_a_parent_measure_from_their_own_transform(server, client_script):
+    client_script(server, SENSORS_WITHOUT_A_PARENT)
+
+# Traffic spawned as CARLA's traffic examples do: SpawnActor(...).then(SetAutopilot(FutureActor, True, port)) in
+# one apply_batch_sync, the Traffic Manager in synchronous mode driving them; then commands that are refused say
+# which, and leave nothing behind
+TRAFFIC_IN_A_BATCH = """
+import sys
+import carla
+
+client = carla.Client(sys.argv[1], int(sys.argv[2]))
+client.set_timeout(10.0)
+world = client.get_world()
+traffic_manager = client.get_trafficmanager(int(sys.argv[3]))
+traffic_manager.set_synchronous_mode(True)
+settings = world.get_settings()
+settings.synchronous_mode = True
+settings.fixed_delta_seconds = 0.05
+world.apply_settings(settings)
+world.tick()
+library = world.get_blueprint_library()
+SpawnActor, SetAutopilot, FutureActor = carla.command.SpawnActor, carla.command.SetAutopilot, carla.command.FutureActor
+points = world.get_map().get_spawn_points()[::4][:8]
+batch = [SpawnActor(library.find("vehicle.audi.a2"), point).then(SetAutopilot(FutureActor, True,
+         traffic_manager.get_port())) for point in points]
+responses = client.apply_batch_sync(batch, True)
+assert [r.error for r in responses] == [""] * len(points), [r.error for r in responses]
+vehicles = world.get_actors([r.actor_id for r in responses])
+start = {v.id: v.get_location() for v in vehicles}
+for _ in range(100):
+    world.tick()
+moved = [v.get_location().distance(start[v.id]) for v in vehicles]
+assert sum(d > 5.0 for d in moved) >= len(vehicles) // 2, moved
+print("driven", [round(d, 1) for d in moved])
+
+before = len(world.get_actors().filter("vehicle.*"))
+# apply_batch (not _sync) discards its answers, so the Traffic Manager would never take these vehicles: refused
+client.apply_batch([SpawnActor(library.find("vehicle.audi.a2"), point).then(SetAutopilot(FutureActor, True,
+                    traffic_manager.get_port())) for point in world.get_map().get_spawn_points()[1::4][:3]])
+refused = client.apply_batch_sync([
+    SpawnActor(library.find("vehicle.audi.a2"), world.get_map().get_spawn_points()[2]).then(
+        carla.command.SetEnableGravity(FutureActor, False)),
+    carla.command.ApplyImpulse(vehicles[0].id, carla.Vector3D(x=100.0)),
+    carla.command.ApplyVehicleAckermannControl(vehicles[0].id, carla.VehicleAckermannControl(speed=3.0)),
+    SetAutopilot(world.get_actors().filter("traffic.traffic_light")[0].id, True, traffic_manager.get_port()),
+], False)
+errors = [r.error for r in refused]
+assert "SetEnableGravity" in errors[0] or "set_actor_enable_gravity" in errors[0], errors[0]
+assert "ApplyImpulse" in errors[1] and "ApplyVehicleAckermannControl" in errors[2], errors
+assert "not a vehicle" in errors[3], errors[3]
+world.tick()
+assert len(world.get_actors().filter("vehicle.*")) == before, "a refused command left a vehicle behind"
+print("refused", errors)
+
+client.apply_batch_sync([carla.command.DestroyActor(v.id) for v in vehicles], True)
+assert not world.get_actors().filter("vehicle.*")
+settings.synchronous_mode = False
+world.apply_settings(settings)
+traffic_manager.set_synchronous_mode(False)
+print("OK")
+"""
+
+
+def test_traffic_spawned_with_autopilot_in_a_batch_drives_and_refusals_leave_nothing(server, client_script):
+    done = client_script(server, TRAFFIC_IN_A_BATCH, str(server.port + 9))
+    assert "OK" in done.stdout
+    assert "SetAutopilot in apply_batch is not served" in server.log_tail(200)
+
+
+def _town_with_signal_references(folder) -> str:
+    """The shipped junction, edited as CARLA's towns give their lights: light 1001 stands beside road 1 with no lane
+    of its own (its validity names the sidewalk) and a `<signalReference>` on junction road 100 gives its lane.
+    Written to `folder` as Town01.xodr; returns its name."""
+    root = ET.fromstring(maps.load_xodr_text("junction"))
+    roads = {road.get("id"): road for road in root.iter("road")}
+    signal = next(s for s in roads["1"].iter("signal") if s.get("id") == "1001")
+    signal.find("validity").attrib.update({"fromLane": "-3", "toLane": "-3"})  # the sidewalk: no driving lane
+    signals = roads["100"].find("signals")
+    reference = ET.SubElement(signals, "signalReference", s="0", t="0", id="1001", orientation="+")
+    ET.SubElement(reference, "validity", fromLane="-1", toLane="-1")
+    (folder / "Town01.xodr").write_text(ET.tostring(root, encoding="unicode"))
+    return "Town01"
+
+
+def test_a_traffic_light_given_by_a_signal_reference_controls_the_referencing_lane(tmp_path):
+    _town_with_signal_references(tmp_path)
+    network = maps.RoadNetwork.from_xodr((tmp_path / "Town01.xodr").read_text(), "Town01")
+    light = next(tl for tl in network.traffic_lights() if tl.id == "1001")
+    assert (light.road_id, light.lane_ids, light.junction_id) == (100, (-1,), 10)
+    original = next(tl for tl in maps.load_network("junction").traffic_lights() if tl.id == "1001")
+    assert (light.pose.x, light.pose.y) == pytest.approx((original.pose.x, original.pose.y))  # the head stays
+    assert math.dist(light.stop_line[:2], original.stop_line[:2]) < 5.0  # at the junction's entry, as before
+
+
+# A map by name from the server's maps folder, as CARLA's towns: load_world('Town01'); its lights, given by
+# <signalReference>s, stop a vehicle entering the junction
+MAPS_BY_NAME = """
+import sys
+import carla
+
+client = carla.Client(sys.argv[1], int(sys.argv[2]))
+client.set_timeout(10.0)
+assert "/Game/Carla/Maps/Town01" in client.get_available_maps(), client.get_available_maps()
+world = client.load_world("Town01")
+world.wait_for_tick(5.0)
+assert world.get_map().name.endswith("Town01"), world.get_map().name
+lights = {light.get_opendrive_id(): light for light in world.get_actors().filter("traffic.traffic_light")}
+assert "1001" in lights, sorted(lights)
+entry = world.get_map().get_waypoint_xodr(1, -2, 148.0)  # the lane that road 100's lane -1 continues
+car = world.spawn_actor(world.get_blueprint_library().find("vehicle.audi.a2"), entry.transform)
+settings = world.get_settings()
+settings.synchronous_mode = True
+settings.fixed_delta_seconds = 0.05
+world.apply_settings(settings)
+world.tick()
+seen = car.get_traffic_light()
+assert seen is not None and seen.get_opendrive_id() == "1001", seen
+try:
+    client.load_world("Town99")
+    raise AssertionError("an unknown map loaded")
+except RuntimeError as error:
+    assert "Town99" in str(error) and "Town01" in str(error), error
+car.destroy()
+settings.synchronous_mode = False
+world.apply_settings(settings)
+print("OK")
+"""
+
+
+def test_load_world_by_name_from_the_maps_folder(tmp_path, client_script):
+    _town_with_signal_references(tmp_path)
+    with launch("town", maps_dir=tmp_path) as server:
+        done = client_script(server, MAPS_BY_NAME)
+    assert "OK" in done.stdout
