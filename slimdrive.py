@@ -25,7 +25,6 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("scenario", "validate"): ("scenario/validate", "scenarios.cli:validate"),
     ("scenario", "preview"): ("scenario/preview", "evaluation.preview:run"),
     ("scenario", "search"): ("scenario/search", "evaluation.search:run"),
-    ("scenario", "search"): ("scenario/search", "evaluation.search:run"),
     ("scenario", "generate"): ("scenario/generate", "scenarios.generate:run"),
     ("eval",): ("eval", "evaluation.evaluate:run"),
     ("report",): ("report", "evaluation.report:run"),
