@@ -7,8 +7,10 @@ state, route command and target point, the applied control, the expert's control
 scenario events, infractions, every actor's pose) and commits the episode through `training.logs` when it
 ends: written to a temporary name, renamed, then one manifest line with its checksum.
 
-Resume: rerunning the same command removes leftovers of a killed run and skips committed episodes; an episode
-the simulator failed is not committed and runs again next time. `workers=N` runs N processes, each with its own
+Resume: rerunning the same command removes leftovers of a killed run and skips committed episodes. Failures are
+told apart and recorded in failures.jsonl: a simulator failure restarts the simulator and collects the episode
+again, at most `retries` more times (one that fails every time is not committed and runs again next time); an
+agent's or scenario's error stops the collection naming the episode. `workers=N` runs N processes, each with its own
 simulator; each episode is decided by its seed alone, so the set of episodes equals a sequential run's. A worker
 process that dies (LibCarla's client can abort the process it runs in) is replaced and its episode collected
 again, at most `retries` more times (`envs.workers`); the other workers carry on. `executor=ray` runs the
@@ -17,6 +19,7 @@ workers as actors on a Ray cluster, the same pool's other backend (`envs.ray_poo
 """
 from __future__ import annotations
 
+import json
 import math
 import multiprocessing.util
 from collections.abc import Sequence
@@ -29,13 +32,15 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from agent.registry import make_agent
-from envs.budget import ComputeBudget
+from envs.budget import ComputeBudget, InvalidAction
 from envs.config import typed_config
-from envs.driving_env import DrivingEnv
+from envs.driving_env import DrivingEnv, ScenarioFailed, ServerDied
 from envs.provenance import code_version, sha256_file
 from envs.rig import Rig
 from envs.rollout import Observer, Step, rollout
+from envs.server.launch import ServerStartError
 from envs.workers import Death, Executor, on_server, supervised
+from evaluation.evaluate import AgentFailed
 from scenarios.errors import ScenarioError
 from scenarios.suites import Episode, load_suite
 
@@ -43,6 +48,15 @@ from .logs.writer import EpisodeWriter, cleanup_leftovers, committed_keys
 from .noise import NoiseConfig, TriangularNoise, noisy_episode
 
 RECORDED_KINDS = ("vehicle", "walker", "static")
+FAILURES = "failures.jsonl"  # beside the manifest: every episode attempt that failed, its kind and reason
+
+
+def record_failure(out: Path, key: str, kind: str, reason: str) -> None:
+    """Append one failed attempt to `out/failures.jsonl`: kind is simulator (it died, would not start or stopped
+    answering), worker (the process collecting it died), agent or scenario."""
+    line = {"episode": key, "kind": kind, "reason": reason, "time": datetime.now(UTC).isoformat(timespec="seconds")}
+    with open(out / FAILURES, "a") as f:
+        f.write(json.dumps(line) + "\n")
 
 
 def log_key(episode: Episode) -> str:
@@ -181,14 +195,48 @@ class Collector:
 
     def collect(self, index: int, observers: Sequence[Observer] = ()) -> dict:
         """Drive and record the suite's episode `index`, watched also by `observers` (after the recorder);
-        returns its episode record (with ``log``)."""
-        episode = self.episodes[index]
+        returns its episode record (with ``log``; None when the simulator failed every attempt).
+
+        A simulator failure is not the agent's: the simulator is restarted (closing the env stops an embedded
+        one; the next reset starts another) and the episode driven again, at most `retries` more times, each
+        failure recorded in failures.jsonl and the record's ``simulator_failures``. An error while the simulator
+        still answers is the agent's (`AgentFailed`) or the scenario's (`ScenarioFailed`): recorded, then raised,
+        since driving the same episode again would fail the same way."""
+        episode, key = self.episodes[index], log_key(self.episodes[index])
         noisy = noisy_episode(episode.key, self.noise.share)
-        recorder = Recorder(self.out, episode, str(self.cfg.agent), self.noise if noisy else None)
         max_steps = self.cfg.get("max_steps")
-        return rollout(self.env, self.agent, self.budget, episode, observers=[recorder, *observers],
-                       teacher=self.teacher, perturb=TriangularNoise(self.noise) if noisy else None,
-                       max_steps=int(max_steps) if max_steps else None)
+        failures: list[str] = []
+        while True:
+            recorder = Recorder(self.out, episode, str(self.cfg.agent), self.noise if noisy else None)
+            record = None
+            try:
+                record = rollout(self.env, self.agent, self.budget, episode, observers=[recorder, *observers],
+                                 teacher=self.teacher, perturb=TriangularNoise(self.noise) if noisy else None,
+                                 max_steps=int(max_steps) if max_steps else None)
+                failure = record["failure"]  # the embedded simulator died mid-episode (the env stopped it)
+            except ScenarioFailed as exc:
+                record_failure(self.out, key, "scenario", str(exc))
+                raise
+            except (ServerDied, ServerStartError) as exc:  # died in reset, would not start, or a remote one died
+                failure = f"{type(exc).__name__}: {exc}"
+            except Exception as exc:
+                if isinstance(exc, InvalidAction) or self.env.unwrapped._simulator_answers():
+                    reason = f"agent={self.cfg.agent} failed in episode {key} ({episode.scenario.file}): " \
+                             f"{type(exc).__name__}: {exc}"
+                    record_failure(self.out, key, "agent", reason)
+                    raise AgentFailed(reason) from exc
+                failure = f"the simulator stopped answering: {type(exc).__name__}: {exc}"
+            if failure is None:
+                return {**record, "simulator_failures": failures}
+            record_failure(self.out, key, "simulator", failure)
+            failures.append(failure)
+            self.env.close()
+            retries = int(self.cfg.get("retries", 2))
+            if len(failures) > retries:
+                tried = record or {"scenario": episode.scenario.scenario.name, "seed": episode.seed, "steps": 0}
+                return {**tried, "log": None, "failure": failure, "simulator_failures": failures}
+            print(f"{key}: simulator failure ({failure}); not the agent's: restarting the simulator and collecting "
+                  f"the episode again (attempt {len(failures) + 1} of {retries + 1})")
 
     def close(self) -> None:
         self.env.close()
@@ -243,6 +291,10 @@ def run(cfg: DictConfig) -> int:
             try:
                 for index in todo:
                     finished(collector.collect(index))
+            except (AgentFailed, ScenarioFailed) as exc:
+                print(f"slimdrive collect: {exc} (recorded in {out / FAILURES}); nothing retried: the same episode "
+                      "would fail the same way")
+                return 1
             finally:
                 collector.close()
         else:
@@ -254,6 +306,7 @@ def run(cfg: DictConfig) -> int:
                               "starting another")
                     return
                 what = f"{log_key(episodes[death.task])} (suite episode {death.task})"
+                record_failure(out, log_key(episodes[death.task]), "worker", f"worker pid {death.pid} {death.cause}")
                 if death.retried:
                     bar.write(f"collection worker pid {death.pid} died ({death.cause}) while collecting {what}; "
                               f"collecting it again in a new worker (attempt {death.attempt + 1} of {retries + 1})")

@@ -4,6 +4,9 @@ process dies mid-episode as LibCarla's `std::bad_weak_ptr` abort kills a collect
 SLIMDRIVE_TEST_CRASH_ONCE=KEY:MARKER  dies in episode KEY unless the file MARKER exists (it creates it first), so
                                       the episode's second attempt goes through;
 SLIMDRIVE_TEST_CRASH_ALWAYS=KEY       dies in episode KEY every time.
+
+`agent=crashing_agent:RaisingExpert` is the expert with a bug instead: its `act` raises at step CRASH_STEP, an
+agent's failure while the simulator is fine.
 """
 from __future__ import annotations
 
@@ -40,3 +43,15 @@ class CrashingExpert(Expert):
             Path(marker).touch()
             return True
         return False
+
+
+class RaisingExpert(Expert):
+    def reset(self) -> None:
+        super().reset()
+        self._steps = 0
+
+    def act(self, obs):
+        self._steps += 1
+        if self._steps == CRASH_STEP:
+            raise ValueError(f"a bug in the agent at step {CRASH_STEP}")
+        return super().act(obs)

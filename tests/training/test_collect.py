@@ -6,6 +6,7 @@ The episodes are `scenarios/short.yaml`'s (a straight drive behind a slower car)
 at `MAX_STEPS`, every one noisy (`noise.share=1`) so that perturbed and clean steps both appear."""
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -15,13 +16,14 @@ import time
 from pathlib import Path
 
 import numpy as np
+import psutil
 import pytest
 from omegaconf import OmegaConf
 
 import slimdrive
 from envs.provenance import sha256_file
 from envs.rollout import Observer, Step
-from training.collect import Collector
+from training.collect import FAILURES, Collector
 from training.logs.reader import DrivingLogDataset, EpisodeReader, EpisodeRefused, verify_dir
 from training.logs.schema import DOCUMENTED_METADATA_KEYS, SCHEMA_VERSION
 from training.logs.writer import MANIFEST, read_manifest
@@ -219,6 +221,53 @@ def test_a_dying_worker_is_replaced_and_its_episode_collected_again(short_suite,
     assert sorted(manifest.entries) == ["short_drive-s0", "short_drive-s1", "short_drive-s2"]
     assert all(manifest.entries[k] == before[k] for k in before)
     assert len(verify_dir(out).ok) == 3
+
+
+class KillServerOnce(Observer):
+    """Kills the env's embedded simulator by its pid at step `at`, once: a server that dies mid-episode."""
+
+    def __init__(self, at: int) -> None:
+        self.at, self.killed = at, None
+
+    def on_step(self, env, step: Step) -> None:
+        if self.killed is None and step.index == self.at:
+            self.killed = env.unwrapped._server.pid
+            os.kill(self.killed, signal.SIGKILL)
+
+
+def test_a_simulator_killed_mid_episode_is_restarted_and_the_episode_collected_again(short_suite, small_rig,
+                                                                                      tmp_path):
+    """A simulator failure is not the agent's: recorded with its kind and reason in failures.jsonl and the
+    record, the simulator restarted, the episode driven again and committed whole."""
+    out = tmp_path / "data"
+    args = _collect_args(short_suite, small_rig, out, "max_steps=30")[1:]
+    cfg = OmegaConf.merge(slimdrive.load_config("collect", args), {"out": str(out)})
+    kill = KillServerOnce(at=10)
+    collector = Collector(cfg)
+    try:
+        record = collector.collect(0, observers=[kill])
+        assert collector.env.unwrapped._server.pid != kill.killed  # a fresh simulator drove the second attempt
+    finally:
+        collector.close()
+    assert not psutil.pid_exists(kill.killed)
+    assert record["log"]["key"] == "short_drive-s0" and record["log"]["steps"] == 30 and record["failure"] is None
+    (failure,) = record["simulator_failures"]
+    assert "embedded simulator" in failure and "failed" in failure
+    (line,) = [json.loads(text) for text in (out / FAILURES).read_text().splitlines()]
+    assert line["episode"] == "short_drive-s0" and line["kind"] == "simulator" and line["reason"] == failure
+    assert sorted(read_manifest(out).entries) == ["short_drive-s0"]
+
+
+def test_an_agent_failure_is_recorded_as_the_agents_and_not_retried(short_suite, small_rig, tmp_path, capsys):
+    out = tmp_path / "data"
+    args = _collect_args(short_suite, small_rig, out, "max_steps=30", "agent=crashing_agent:RaisingExpert")
+    assert slimdrive.main(args) == 1
+    said = capsys.readouterr().out
+    assert "slimdrive collect: agent=crashing_agent:RaisingExpert failed in episode short_drive-s0" in said
+    assert "ValueError: a bug in the agent at step 10" in said and "nothing retried" in said
+    (line,) = [json.loads(text) for text in (out / FAILURES).read_text().splitlines()]
+    assert line["episode"] == "short_drive-s0" and line["kind"] == "agent" and "a bug in the agent" in line["reason"]
+    assert not read_manifest(out).entries
 
 
 @pytest.mark.parametrize("damage", ["truncated", "flipped byte"])
