@@ -163,6 +163,17 @@ def test_a_damaged_line_inside_the_log_is_refused_naming_file_and_line(tmp_path)
     assert log.read_text().endswith("}\n")
 
 
+def test_an_agent_failure_stops_the_eval_naming_it_and_is_not_retried(tmp_path, monkeypatch, capsys):
+    monkeypatch.syspath_prepend(str(Path(__file__).parent))
+    out = tmp_path / "run"
+    assert _eval(out, _suite(tmp_path, [0]), "failing_agent:FailingCruise", "videos=none") == 1
+    printed = capsys.readouterr().out
+    assert ("agent=failing_agent:FailingCruise raised in act(): ValueError: the agent's own bug in episode "
+            f"short_drive#0 ({SHORT_DRIVE})") in printed
+    assert "not a simulator failure, so not retried" in printed and "simulator failure (" not in printed
+    assert not (out / "episodes.jsonl").exists()
+
+
 def test_the_report_renders_in_a_headless_browser(cruise_run, tmp_path):
     browser = next((shutil.which(b) for b in ("chromium", "chromium-browser", "google-chrome", "chrome")
                     if shutil.which(b)), None)
