@@ -152,3 +152,15 @@ def test_the_stock_client_gets_the_error_for_a_nan_yaw(world):
     van.set_transform(carla.Transform(spawn.location, carla.Rotation(yaw=NAN)))  # a void call: no answer awaited
     world.tick()
     assert math.isfinite(van.get_transform().rotation.yaw)
+
+
+def test_a_non_finite_batch_command_is_refused_alone(client, world):
+    car = world.spawn_actor(world.get_blueprint_library().find("vehicle.audi.a2"),
+                            world.get_map().get_spawn_points()[4])
+    world.tick()
+    nan_pose = carla.Transform(car.get_transform().location, carla.Rotation(yaw=NAN))
+    bad, good = client.apply_batch_sync([carla.command.ApplyTransform(car.id, nan_pose),
+                                         carla.command.ApplyVehicleControl(car.id, carla.VehicleControl(throttle=0.5))])
+    assert "rotation.yaw is nan" in bad.error and not good.error
+    world.tick()
+    assert math.isfinite(car.get_transform().rotation.yaw)
