@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import shutil
+import signal
 import subprocess
 import time
 from html.parser import HTMLParser
@@ -16,6 +18,7 @@ import cv2
 import numpy as np
 import pytest
 
+from envs.driving_env import DrivingEnv
 from evaluation.runs import EvalLogError, read_log
 from slimdrive import main
 
@@ -161,6 +164,29 @@ def test_a_damaged_line_inside_the_log_is_refused_naming_file_and_line(tmp_path)
     log.write_text('{"scenario": "a", "seed": 0}')  # whole, but its newline never written
     assert read_log(log) == [{"scenario": "a", "seed": 0}]
     assert log.read_text().endswith("}\n")
+
+
+@pytest.mark.slow
+def test_a_server_dying_in_reset_is_restarted_and_the_episode_retried(cruise_run, tmp_path, monkeypatch, capsys):
+    # Fault injection at a chosen point of the real reset: the second episode's reset SIGKILLs the simulator
+    # (by its pid) after connecting, just before spawning the ego, so that reset's own RPCs meet a dead server.
+    spawn, resets = DrivingEnv._spawn_ego, []
+
+    def die_then_spawn(env, world):
+        resets.append(env.endpoint)
+        if len(resets) == 2:
+            os.kill(env._server.pid, signal.SIGKILL)  # the env's own server process (no public handle)
+            env._server.process.wait(timeout=10)
+        return spawn(env, world)
+
+    monkeypatch.setattr(DrivingEnv, "_spawn_ego", die_then_spawn)
+    out = tmp_path / "run"
+    assert _eval(out, _suite(tmp_path, [0, 1]), "cruise", "env.server.timeout_s=5") == 0
+    assert "short_drive#1: simulator failure (ServerDied" in capsys.readouterr().out
+    records = [json.loads(line) for line in (out / "episodes.jsonl").read_text().splitlines()]
+    assert [len(r["simulator_failures"]) for r in records] == [0, 1]
+    assert len(resets) == 3 and resets[2] != resets[1]  # the retry drove on a freshly started server
+    assert _outcomes(out) == _outcomes(cruise_run)
 
 
 def test_an_agent_failure_stops_the_eval_naming_it_and_is_not_retried(tmp_path, monkeypatch, capsys):
