@@ -47,7 +47,7 @@ from scenarios.errors import ScenarioError
 from scenarios.suites import Episode, load_suite
 
 from . import report
-from .runs import EvalLogError, read_log
+from .runs import EvalLogError, RunError, read_log
 from .traces import TRACES, Trace
 from .video import VIDEOS, EpisodeVideo, wanted_videos
 
@@ -296,7 +296,10 @@ def run(cfg: DictConfig) -> int:
     results = summarise(records, episodes, cfg, suite)
     (out / "results.json").write_text(json.dumps(results, indent=2))
     print_table(results)
-    html = report.write(out)
+    try:
+        html = report.write(out)
+    except (RunError, EvalLogError, ValueError, OSError) as exc:  # the scores stand without their report
+        html = f"no report ({exc}; `slimdrive report {out}` rebuilds it)"
     print(f"wrote {out / 'results.json'}, {out / 'episodes.csv'}, {log}, {html}, traces in {out / TRACES}"
           f" and videos in {out / VIDEOS}")
     for line in not_scored:
