@@ -5,8 +5,9 @@ state (the agent answered, was busy, missed its deadline, or the fallback braked
 
 `slimdrive eval videos=failed` (the default) keeps the videos of episodes that did not succeed (Bench2Drive's
 success: route completed without infractions), `videos=all` every one, `videos=none` none, and a list of
-episode keys (`videos=[cut_in#0,jaywalker#3]`) those. Whether an episode fails is known only at its end, so
-the video is written while it drives under a temporary name and then kept (renamed) or deleted.
+episode keys those (quoted: Hydra's grammar takes no bare `#`; `'videos=["cut_in#0","jaywalker#3"]'`).
+Whether an episode fails is known only at its end, so the video is written while it drives under a temporary
+name and then kept (renamed) or deleted.
 """
 from __future__ import annotations
 

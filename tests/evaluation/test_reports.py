@@ -121,8 +121,11 @@ def test_slimdrive_report_rebuilds_the_report(cruise_run, tmp_path, capsys):
 
 def test_report_compare_puts_two_runs_side_by_side_with_bootstrap_intervals(cruise_run, tmp_path, capsys):
     expert = tmp_path / "expert"
-    assert _eval(expert, _suite(tmp_path, [0, 1]), "expert") == 0
-    assert not (expert / "videos").exists() or not any((expert / "videos").iterdir())  # it fails none
+    # the expert fails no episode, so it gets the one video asked for
+    assert _eval(expert, _suite(tmp_path, [0, 1]), "expert", 'videos=["short_drive#1"]') == 0
+    assert sorted(p.name for p in (expert / "videos").iterdir()) == ["short_drive-seed1.mp4"]
+    assert [r["video"] for r in map(json.loads, (expert / "episodes.jsonl").read_text().splitlines())] == \
+        [None, "videos/short_drive-seed1.mp4"]
     out = tmp_path / "compare"
     assert main(["report", "compare", str(cruise_run), str(expert), f"out={out}"]) == 0
     assert f"wrote {out / 'compare.html'}" in capsys.readouterr().out
