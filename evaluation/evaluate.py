@@ -276,6 +276,9 @@ def run(cfg: DictConfig) -> int:
             except BudgetExceeded as exc:  # refused before the first step: the model does not fit the device
                 print(f"slimdrive eval: {exc} (agent={cfg.agent}, budget in conf/eval.yaml)")
                 return 2
+            except AgentError as exc:  # no such agent, or it cannot be made: before any episode
+                print(f"slimdrive eval: {exc} (conf/eval.yaml)")
+                return 2
             except (ScenarioFailed, AgentFailed) as exc:
                 print(f"slimdrive eval: {exc}\nnot a simulator failure, so not retried; the episodes before it are "
                       f"kept in {log}: fix the cause and rerun to resume")

@@ -201,6 +201,8 @@ def test_an_agent_failure_stops_the_eval_naming_it_and_is_not_retried(tmp_path, 
             f"short_drive#0 ({SHORT_DRIVE})") in printed
     assert "not a simulator failure, so not retried" in printed and "simulator failure (" not in printed
     assert not (out / "episodes.jsonl").exists()
+    assert _eval(out, _suite(tmp_path, [0]), "json:Nope") == 2  # an agent that cannot be made: before any episode
+    assert "slimdrive eval: agent=json:Nope: cannot import 'Nope' from module 'json'" in capsys.readouterr().out
 
 
 def test_the_report_renders_in_a_headless_browser(cruise_run, tmp_path):
