@@ -35,6 +35,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
+from agent.export import WeightFileError
 from agent.registry import AgentError, make_agent, precision_of
 from envs.budget import BudgetExceeded, ComputeBudget, InvalidAction
 from envs.driving_env import DrivingEnv, ScenarioFailed, ServerDied
@@ -276,7 +277,7 @@ def run(cfg: DictConfig) -> int:
             except BudgetExceeded as exc:  # refused before the first step: the model does not fit the device
                 print(f"slimdrive eval: {exc} (agent={cfg.agent}, budget in conf/eval.yaml)")
                 return 2
-            except AgentError as exc:  # no such agent, or it cannot be made: before any episode
+            except (AgentError, WeightFileError) as exc:  # no such agent, or a refused weight file: before any episode
                 print(f"slimdrive eval: {exc} (conf/eval.yaml)")
                 return 2
             except (ScenarioFailed, AgentFailed) as exc:
