@@ -7,8 +7,13 @@ and every step takes the lowest of these speed wishes:
     constant velocity over `horizon_s`, and one whose forecast enters the corridor ahead counts, at the
     distance where it does (so a walker stepping out is braked for before it reaches the lane);
   * a stop before a red light (or a yellow one it can still stop for) found on the route ahead.
-A static obstacle blocking the lane is passed in the neighbouring lane of the same direction when that lane
-is clear from `clear_behind_m` behind to `clear_ahead_m` ahead of the obstacle; the path returns after it.
+A standing obstacle in the lane (with any standing things just beyond it, passed as one) is passed on the
+cheapest side that is clear: its real footprint (bounding-box corners projected on the route) says how far the
+path must move; a nudge within the ego's lane first, then a neighbouring lane of its direction, left or right,
+and only then the oncoming lane, by no more than needed (never a parking lane, shoulder or sidewalk). The side
+must be clear of every moving actor's footprint from `clear_behind_m` behind the obstacle to `clear_ahead_m`
+past the return, and in an oncoming lane as far ahead as oncoming traffic drives while the ego is out there;
+the path returns `return_after_m` past the obstacle's far end.
 It is the reference that proves a scenario solvable and the teacher that labels recorded logs: after each
 `act` its `plan` says what it meant (its path ahead as waypoints in the ego frame, the speed it wants, and
 whether and why it brakes: the hazard actor and kind, the state of the light ahead).
@@ -50,6 +55,7 @@ class ExpertConfig:
     forecast_step_s: float = 0.2
     corridor_margin_m: float = 0.4  # added to both half-widths
     clear_margin_m: float = 3.0  # the ego must clear a conflict point by this much to ignore a late entrant
+    yield_margin_s: float = 1.0  # ... and this much earlier than the entrant gets there
     look_ahead_m: float = 45.0  # obstacles and lights are searched this far along the path
     light_margin_m: float = 2.0  # stop this far before a red light's trigger volume
     yellow_decel: float = 4.0  # m/s^2: stop for a yellow light only if this suffices
@@ -59,6 +65,10 @@ class ExpertConfig:
     clear_ahead_m: float = 25.0
     return_after_m: float = 12.0  # back into the route's lane this far past the obstacle
     shift_ramp_m: float = 14.0  # the lateral move is spread over this distance
+    min_ramp_m: float = 6.0  # ... or over as little as this when the ego already stands close behind
+    pass_margin_m: float = 0.5  # lateral clearance kept from an obstacle's footprint while passing it
+    group_within_m: float = 25.0  # standing obstacles this close beyond the first are passed together
+    oncoming_speed_mps: float = 14.0  # an oncoming lane must be clear for what this speed covers while out there
     idm_headway_s: float = 1.2
     idm_min_gap_m: float = 3.0
 
@@ -82,6 +92,7 @@ class Expert:
         self._shift = 0.0  # lateral offset of the path from the route (m, + right), while passing
         self._shift_from = 0.0  # route distance at which the move into the other lane began
         self._shift_until = -math.inf  # route distance at which the path returns to the route's lane
+        self._ramp = self.cfg.shift_ramp_m  # metres over which this pass moves over
         self._lights: LightIndex | None = None
         self._bodies: dict[int, tuple[float, float, str]] = {}  # id -> (half length, half width, kind)
         self._route_id: int | None = None
@@ -154,7 +165,7 @@ class Expert:
         first, last = route.index_at(self._s - 2.0), route.index_at(self._s + self.cfg.look_ahead_m)
         xy, s, yaw = route.xy[first:last + 1], route.s[first:last + 1], route.yaw[first:last + 1]
         if self._shift_until > self._s:
-            ramp_in = np.clip((s - self._shift_from) / self.cfg.shift_ramp_m, 0.0, 1.0)
+            ramp_in = np.clip((s - self._shift_from) / self._ramp, 0.0, 1.0)
             ramp_out = np.clip((self._shift_until - s) / self.cfg.shift_ramp_m, 0.0, 1.0)
             offset = self._shift * np.minimum(ramp_in, ramp_out)
             xy = xy + offset[:, None] * np.stack([-np.sin(yaw), np.cos(yaw)], axis=1)
@@ -190,7 +201,10 @@ class Expert:
             ahead = path_s[k] - self._s
             # A forecast that enters the corridor only after the ego, at its speed, has cleared that point is
             # no conflict: braking for it would stop the ego in the obstacle's way.
-            clears_at = (ahead + ego_len + half_len + self.cfg.clear_margin_m) / max(speed, 0.1)
+            # Yielding: the ego must clear it by `yield_margin_s` too, or a slow walker whose forecast enters just
+            # after the ego would have passed (at its present speed) is ignored until it is too late to stop.
+            clears_at = (ahead + ego_len + half_len + self.cfg.clear_margin_m) / max(speed, 0.1) + \
+                self.cfg.yield_margin_s
             hits = np.flatnonzero(inside & (ahead > 0.0) & (times[:len(k)] <= clears_at))
             if len(hits) == 0:
                 continue
@@ -218,31 +232,116 @@ class Expert:
         return light, distance
 
     # ---------------------------------------------------------------------------------------- passing
+    def _lateral_extent(self, route, actor_id: int, state, near_s: float) -> tuple[float, float, float]:
+        """(route s, lowest and highest lateral offset from the route, + right) of the actor's real footprint:
+        its bounding box's corners projected on the route, so a skewed van or a bus takes its true width."""
+        half_len, half_width, _ = self._bodies[actor_id]
+        t = state.get_transform()
+        yaw = math.radians(t.rotation.yaw)
+        c, si = math.cos(yaw), math.sin(yaw)
+        laterals, along = [], []
+        for a, b in ((1, 1), (1, -1), (-1, 1), (-1, -1)):
+            x = t.location.x + a * half_len * c - b * half_width * si
+            y = t.location.y + a * half_len * si + b * half_width * c
+            s, lateral = route.project(carla.Location(x=x, y=y), near_s=near_s)
+            laterals.append(lateral)
+            along.append(s)
+        return float(np.mean(along)), min(laterals), max(laterals)
+
+    def _pass_options(self, world_map: carla.Map, route, s: float, low: float, high: float,
+                      ego_half_width: float) -> list[tuple[float, bool]]:
+        """(lateral shift of the path, whether it drives in an opposite-direction lane) for each way around an
+        obstacle spanning [low, high] across the route at `s`, the cheapest first: within the ego's own lane
+        (a nudge), into a neighbouring lane of its direction (to that lane's centre), then into the oncoming lane
+        by no more than it needs. Parking lanes, shoulders and sidewalks are never used."""
+        base = route.point_at(s)
+        yaw = math.radians(base.rotation.yaw)
+        right = np.array([-math.sin(yaw), math.cos(yaw)])
+        here = world_map.get_waypoint(base.location, project_to_road=True, lane_type=carla.LaneType.Driving)
+        options = []
+        margin = self.cfg.pass_margin_m
+        for shift in (low - ego_half_width - margin, high + ego_half_width + margin):
+            point = np.array([base.location.x, base.location.y]) + shift * right
+            lane = world_map.get_waypoint(carla.Location(x=float(point[0]), y=float(point[1])), project_to_road=False,
+                                          lane_type=carla.LaneType.Any)
+            if lane is None or lane.lane_type != carla.LaneType.Driving:
+                continue
+            if (lane.road_id, lane.lane_id) == (here.road_id, here.lane_id):
+                options.append((abs(shift), (shift, False)))
+            elif lane.lane_id * here.lane_id > 0:  # a lane of the ego's direction: drive in its middle
+                centre = lane.transform.location
+                lateral = (centre.x - base.location.x) * right[0] + (centre.y - base.location.y) * right[1]
+                lateral = lateral if abs(lateral) >= abs(shift) else shift
+                options.append((abs(lateral) + 0.5, (lateral, False)))
+            else:
+                options.append((abs(shift) + 100.0, (shift, True)))  # oncoming lane: only when nothing else
+        return [option for _, option in sorted(options, key=lambda o: o[0])]
+
     def _maybe_pass(self, world_map: carla.Map, route, obstacle, snapshot, ego_id: int, speed: float) -> None:
-        gap, their_speed, actor_id = obstacle
+        """Go around a standing obstacle on the cheapest side whose band is clear: every other actor's footprint
+        is checked against the band the ego will sweep, behind and ahead of the obstacle, and, in an oncoming
+        lane, as far ahead as oncoming traffic covers while the ego is out there."""
+        gap, _, actor_id = obstacle
         if gap > self.cfg.pass_within_m or self._bodies[actor_id][2] == "walker":
             return
         state = snapshot.find(actor_id)
         if state.get_velocity().length() > self.cfg.stopped_mps:
             return
-        here = world_map.get_waypoint(route.point_at(self._s + gap).location, project_to_road=True,
-                                      lane_type=carla.LaneType.Driving)
-        left = here.get_left_lane()
-        if left is None or left.lane_type != carla.LaneType.Driving or left.lane_id * here.lane_id <= 0:
+        ego_half_width = self._bodies[ego_id][1]
+        obstacle_s, low, high = self._lateral_extent(route, actor_id, state, self._s + gap)
+        far_end = obstacle_s + self._bodies[actor_id][0]
+        # Standing things just beyond it in the ego's way (a warning cone and the car behind it, two crashed cars)
+        # are passed as one: the side is chosen for all of them, not for the first alone.
+        reach = ego_half_width + self.cfg.pass_margin_m
+        for other_id, (other_half_len, _, kind) in self._bodies.items():
+            if other_id in (ego_id, actor_id) or kind == "walker":
+                continue
+            other = snapshot.find(other_id)
+            if other is None or other.get_velocity().length() > self.cfg.stopped_mps:
+                continue
+            s, other_low, other_high = self._lateral_extent(route, other_id, other, obstacle_s)
+            if obstacle_s <= s <= obstacle_s + self.cfg.group_within_m and other_low <= reach and other_high >= -reach:
+                low, high = min(low, other_low), max(high, other_high)
+                far_end = max(far_end, s + other_half_len)
+        # back in lane only once past them: the return ramp starts return_after_m beyond the far end
+        until = far_end + self.cfg.return_after_m + self.cfg.shift_ramp_m
+        passing = self._shift_until > self._s
+        if passing and ((self._shift < 0 and self._shift + ego_half_width + self.cfg.pass_margin_m <= low) or
+                        (self._shift > 0 and self._shift - ego_half_width - self.cfg.pass_margin_m >= high)):
+            self._shift_until = max(self._shift_until, until)  # the current pass clears this one too
             return
-        lo, hi = self._s + gap - self.cfg.clear_behind_m, self._s + gap + self.cfg.clear_ahead_m
-        width = left.lane_width
-        for other_id, (_half_len, half_width, _kind) in self._bodies.items():
-            if other_id in (ego_id, actor_id):
+        for shift, oncoming in self._pass_options(world_map, route, obstacle_s, low, high, ego_half_width):
+            if passing and (shift * self._shift < 0 or abs(shift) < abs(self._shift)):
+                continue  # already out on one side (e.g. round a warning cone): go further out, never across
+            if self._band_clear(route, snapshot, (ego_id, actor_id), shift, ego_half_width, obstacle_s, until,
+                                oncoming, speed):
+                if self._shift_until <= self._s:  # not passing yet: move over from here
+                    self._shift_from = self._s
+                    # a short run-up when the ego already stands close behind: the whole move must fit before it
+                    self._ramp = float(np.clip(gap - 1.0, self.cfg.min_ramp_m, self.cfg.shift_ramp_m))
+                self._shift = shift
+                self._shift_until = max(self._shift_until, until)
+                return
+
+    def _band_clear(self, route, snapshot, skip: tuple[int, int], shift: float, ego_half_width: float,
+                    obstacle_s: float, until: float, oncoming: bool, speed: float) -> bool:
+        """Whether no moving actor's footprint is in the band between the route and `shift` (plus the ego's
+        width) from `clear_behind_m` behind the obstacle to `clear_ahead_m` past the return."""
+        lo, hi = obstacle_s - self.cfg.clear_behind_m, until + self.cfg.clear_ahead_m
+        if oncoming:  # oncoming traffic closes in while the ego is out: look as far as it drives meanwhile
+            out_for_s = (until - self._s) / max(speed, 3.0) + 2.0
+            hi += self.cfg.oncoming_speed_mps * out_for_s
+        band_lo = min(shift, 0.0) - ego_half_width - self.cfg.pass_margin_m
+        band_hi = max(shift, 0.0) + ego_half_width + self.cfg.pass_margin_m
+        for other_id in self._bodies:
+            if other_id in skip:
                 continue
             other = snapshot.find(other_id)
             if other is None:
                 continue
-            s, lateral = route.project(other.get_transform().location, near_s=self._s + gap)
-            if lo <= s <= hi and -1.5 * width <= lateral <= -0.5 * width + half_width:
-                if other.get_velocity().length() > self.cfg.stopped_mps or lateral < -0.3 * width:
-                    return  # the other lane is not clear
-        until = self._s + gap + self._bodies[actor_id][0] * 2.0 + self.cfg.return_after_m
-        if self._shift_until <= self._s:  # not passing yet: start moving over here
-            self._shift, self._shift_from = -width, self._s
-        self._shift_until = max(self._shift_until, until)  # a further obstacle extends the pass
+            if other.get_velocity().length() <= self.cfg.stopped_mps:
+                continue  # a standing thing in the band is an obstacle of its own, passed (or stopped for) in turn
+            s, low, high = self._lateral_extent(route, other_id, other, obstacle_s)
+            if lo <= s <= hi and high >= band_lo and low <= band_hi:
+                return False
+        return True

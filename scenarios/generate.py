@@ -36,6 +36,7 @@ import yaml
 from omegaconf import DictConfig
 
 from envs.maps import available_maps, load_network
+from envs.server.blueprints import BY_ID
 
 from .compile import compile_seeds, load_scenario, offline_map
 from .errors import ScenarioError
@@ -183,18 +184,20 @@ def crossing(site: Site, rng: np.random.Generator, k: int) -> dict | None:
     if not site.clear_stretch(s - 20, s + 10):
         return None
     edge = "sidewalk" if site.fits(s=s, lane="sidewalk", side=side) else "shoulder"
-    if not site.fits(s=s, lane=edge, side=side) or not site.fits(s=s - 6, lane="parked", side=side):
-        return None
     occluder = list(OCCLUDERS)[int(rng.integers(len(OCCLUDERS)))]
+    if not site.fits(s=s, lane=edge, side=side) or not site.fits(s=s - 10, lane="parked", side=side):
+        return None
     data = _base(f"crossing_{side}_{occluder}", f"A pedestrian steps out from behind a {occluder} on the {side} "
                  "of the road and crosses in front of the ego.", site, rng, 30)
     far = side == "left"  # from the far side the walker crosses the opposite lanes first: released earlier
     data["parameters"] = {"release_tta": _u(rng, 2.6, 4.2, 0.5) if not far else _u(rng, 3.6, 5.4, 0.6),
                           "walk_speed": _u(rng, 1.2, 2.2, 0.4), "cross_s": {"uniform": [round(s - 2, 1),
                                                                                         round(s + 2, 1)]}}
-    occluder_place = {"s": round(s - 6, 1), "lane": "parked", "side": side}
+    # the occluder's far end stands 1.5 m short of the walker's nearest start, whatever body the choice draws
+    behind = 2.0 + 1.5 + max(BY_ID[b].body.extent[0] for b in OCCLUDERS[occluder])
+    occluder_place = {"s": round(s - behind, 1), "lane": "parked", "side": side}
     if occluder == "prop":
-        occluder_place = {"s": round(s - 4, 1), "lane": edge, "side": side}
+        occluder_place = {"s": round(s - behind, 1), "lane": edge, "side": side}
     data["actors"] += [
         {"id": "occluder", "blueprint": {"choice": OCCLUDERS[occluder]}, "place": occluder_place},
         {"id": "walker", "blueprint": {"choice": sorted(rng.choice(WALKERS, 3, replace=False).tolist())},
@@ -309,6 +312,33 @@ TEMPLATES: dict[str, Callable[[Site, np.random.Generator, int], dict | None]] = 
 
 
 # ---------------------------------------------------------------------------------------------- driver
+def _corners(transform: carla.Transform, blueprint: str, margin: float) -> np.ndarray:
+    ex, ey = (e + margin for e in BY_ID[blueprint].body.extent[:2])
+    yaw = np.radians(transform.rotation.yaw)
+    axes = np.array([[np.cos(yaw), np.sin(yaw)], [-np.sin(yaw), np.cos(yaw)]])
+    signs = np.array([[1, 1], [1, -1], [-1, -1], [-1, 1]])
+    return np.array([transform.location.x, transform.location.y]) + (signs * [ex, ey]) @ axes
+
+
+def _boxes_overlap(a: np.ndarray, b: np.ndarray) -> bool:
+    """Separating axis test of two rectangles given by their corners."""
+    for box in (a, b):
+        for edge in (box[1] - box[0], box[3] - box[0]):
+            axis = np.array([-edge[1], edge[0]])
+            pa, pb = a @ axis, b @ axis
+            if pa.max() < pb.min() or pb.max() < pa.min():
+                return False
+    return True
+
+
+def _overlapping(compiled) -> bool:
+    """Whether two bodies of a compiled seed (the actors and the ego at its start) overlap with 0.3 m to spare:
+    the simulator would refuse to spawn the second (placement checks the map, not the other actors)."""
+    bodies = [_corners(compiled.route.start, compiled.ego_blueprint, 0.3)] + \
+        [_corners(a.transform, a.blueprint, 0.3) for a in compiled.actors]
+    return any(_boxes_overlap(bodies[i], bodies[j]) for i in range(len(bodies)) for j in range(i + 1, len(bodies)))
+
+
 def _dump(data: dict) -> str:
     if not data["parameters"]:
         del data["parameters"]
@@ -348,7 +378,8 @@ def generate(out: Path, seed: int, per_template: int, seeds_per_file: int, first
                 file.write_text(_dump(data))
                 seeds = list(range(episode_seed, episode_seed + seeds_per_file))
                 try:
-                    compile_seeds(load_scenario(file), seeds)
+                    if any(_overlapping(c) for c in compile_seeds(load_scenario(file), seeds)):
+                        raise ScenarioError(file, None, "actors", "two bodies overlap", "placed elsewhere")
                 except ScenarioError:
                     file.unlink()  # this site cannot stage it (a placement off the road for some draw)
                     continue
