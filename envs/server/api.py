@@ -31,7 +31,7 @@ RpcFunction = Callable[..., object]
 REGISTRY: dict[str, tuple[str, str]] = {}  # rpc name -> (method name, result wrapping)
 
 GENERATED_MAP_NAME = "OpenDriveMap"
-SWITCH_AFTER_S = 0.5  # a loaded map becomes current by then even if no client asks for its episode
+SWITCH_AFTER_S = 1.0  # a loaded map becomes current by then even if no client subscribes to its state stream
 ANY_LABEL = 255  # carla.CityObjectLabel.Any
 
 # Bound CARLA calls that are not served, and why: each raises `not_served` naming itself.
@@ -76,6 +76,7 @@ class Simulator:
         self._pending_since = 0.0
         self._pending_asked = False  # whether a client asked for the episode since the map was loaded
         self._pending_watched = False  # whether a client subscribed to the loaded map's state stream
+        self._watched_streams: set[int] = set()  # state streams that have had a subscriber
         self.world = self._new_world(map_name, maps.load_xodr_text(self.maps[map_name]), pr.WORLD_OBSERVER_STREAM)
         renderer_in_background(self.world.network, self.world.map_name)
         self._last_tick_wall = time.monotonic()
@@ -114,13 +115,15 @@ class Simulator:
         self._pending_asked = self._pending_watched = False
 
     def observer_subscribed(self, stream_id: int) -> bool:
-        """A client subscribed to an episode's state stream (`transport`). True when that is the stream of a
-        loaded map not yet current: the client is replacing its Episode for the map it loads, and the state it is
-        sent now should tell it that the map changed (see `transport.StreamProtocol`)."""
+        """A client subscribed to an episode's state stream (`transport`). True for the stream's first subscriber:
+        a client that has just loaded a map and replaced its Episode (or a first client), whom the state it is sent
+        now should tell that the map changed (see `_activate_pending`) even if the map became current first,
+        after `SWITCH_AFTER_S` on a loaded machine."""
         if self._pending is not None and stream_id == self._pending.observer_stream:
             self._pending_watched = True
-            return True
-        return False
+        first = stream_id not in self._watched_streams
+        self._watched_streams.add(stream_id)
+        return first
 
     def _activate_pending(self) -> None:
         """Make a loaded map current once a client has subscribed to its state stream, or after `SWITCH_AFTER_S`

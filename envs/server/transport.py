@@ -123,12 +123,12 @@ class StreamProtocol(asyncio.Protocol):
             (self.stream_id,) = self._ID.unpack(self.buffer[:4])
             if self.stream_id in self.server.simulator.observer_streams:
                 self.server.observers.add(self)
-                loading = self.server.simulator.observer_subscribed(self.stream_id)
+                first = self.server.simulator.observer_subscribed(self.stream_id)
                 if self.server.last_state is not None:
                     # A new client waits for one episode state; in synchronous mode none may come for a while.
-                    # A client loading a map is told that the map changed (see Simulator._activate_pending).
+                    # A client that loaded a map is told that the map changed (Simulator.observer_subscribed).
                     state = self.server.last_state
-                    self.send(state[:4] + with_map_change(state[4:]) if loading else state)
+                    self.send(state[:4] + with_map_change(state[4:]) if first else state)
             else:
                 self.server.subscribers.setdefault(self.stream_id, set()).add(self)
 
