@@ -98,7 +98,11 @@ def supervised(tasks: Iterable, workers: int, initializer: Callable[..., None], 
     here for this run and stopped after it) unless the process is already connected to a Ray cluster."""
     started_here = not ray.is_initialized()
     if started_here:
-        ray.init(address=executor.address, include_dashboard=False, logging_level="WARNING")
+        try:
+            ray.init(address=executor.address, include_dashboard=False, logging_level="WARNING")
+        except ConnectionError as exc:  # no cluster at that address: say which and what to do
+            raise WorkerError(f"executor=ray: no Ray cluster at ray.address={executor.address} ({exc}); start one "
+                              "(`ray start --head`) or leave ray.address out to start Ray here") from exc
     queue = list(tasks)[::-1]  # popped from the end: first in, first out
     limit = min(workers, len(executor.servers)) if executor.servers else workers
     free_servers = list(executor.servers)

@@ -29,6 +29,10 @@ def documented_commands() -> list[tuple[str, list[str]]]:
                 part = part.strip()
                 if fenced and part.startswith("slimdrive "):
                     found.append((f"{doc.relative_to(REPO)}:{number}", shlex.split(part)[1:]))
+                elif fenced and part.startswith("torchrun "):  # `torchrun ... -m slimdrive train ...`: its command
+                    words = shlex.split(part)
+                    assert "slimdrive" in words, f"{doc.relative_to(REPO)}:{number}: torchrun runs no slimdrive"
+                    found.append((f"{doc.relative_to(REPO)}:{number}", words[words.index("slimdrive") + 1:]))
     return found
 
 
@@ -61,3 +65,17 @@ def test_every_documented_command_is_run_by_a_test():
         if not any(form in tests for form in runs):
             missing.add((" ".join(words), where))
     assert not missing, f"documented commands no test runs: {sorted(missing)}"
+
+
+def test_every_documented_torchrun_command_is_run_under_torchrun_by_a_test():
+    tests = "\n".join(p.read_text() for p in (REPO / "tests").rglob("*.py") if p.name != Path(__file__).name)
+    for doc in DOCS:
+        fenced = False
+        for number, line in enumerate(doc.read_text().splitlines(), 1):
+            if line.startswith("```"):
+                fenced = not fenced
+            elif fenced and line.strip().startswith("torchrun "):
+                words = shlex.split(line.split("#", 1)[0])
+                command = words[words.index("slimdrive") + 1]
+                assert f'"--nproc_per_node", "2", "-m", "slimdrive", "{command}"' in tests, \
+                    f"{doc.relative_to(REPO)}:{number}: no test runs `slimdrive {command}` under torchrun"

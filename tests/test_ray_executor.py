@@ -1,12 +1,16 @@
 """`executor=ray` (envs/ray_pool.py) on a real local Ray cluster that these tests start on loopback (two CPUs)
 and stop: the pool's contract on plain tasks; `slimdrive eval` of a small suite equals the local run; a Ray
-worker SIGKILLed by its pid mid-episode is replaced and its episode driven again, written once."""
+worker SIGKILLed by its pid mid-episode is replaced and its episode driven again, written once; `slimdrive
+collect` on Ray writes the manifest and labels of a local collection; two simulator servers started as separate
+processes are shared out one per Ray worker (`ray.servers`) with the same results."""
 from __future__ import annotations
 
 import json
 import math
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -14,13 +18,19 @@ from pathlib import Path
 import psutil
 import pytest
 
+from envs.server.launch import launch
 from envs.workers import Executor, WorkerError, supervised
 from slimdrive import main
+from training.logs.reader import EpisodeReader
+from training.logs.writer import read_manifest
 
 ray = pytest.importorskip("ray", reason='Ray is an optional extra (pip install -e ".[ray]"); without it the '
                                         "executor=ray tests are skipped")
 
-SHORT_DRIVE = Path(__file__).resolve().parents[1] / "training" / "scenarios" / "short_drive.yaml"
+TESTS = Path(__file__).resolve().parent
+SHORT_DRIVE = TESTS / "training" / "scenarios" / "short_drive.yaml"
+SHORT_SUITE = TESTS / "training" / "scenarios" / "short.yaml"  # tests/training/conftest.py's four short drives
+SMALL_RIG = ["env.image_size_x=64", "env.image_size_y=32"]
 FAST_ENV = ["env.rig=front1", "env.image_size_x=64", "env.image_size_y=32", "videos=none"]
 NOT_OUTCOME = ("wall_s", "simulator_failures", "video")  # as tests/evaluation/test_reports.py: not the outcome
 RAY = Executor("ray")
@@ -109,3 +119,50 @@ def test_eval_on_ray_equals_the_local_run_and_survives_a_killed_worker(ray_clust
     assert len(lines) == 2  # the killed attempt wrote nothing; its retry wrote its one line
     assert _outcomes(tmp_path / "killed") == _outcomes(tmp_path / "local")
     assert _results(tmp_path / "killed") == _results(tmp_path / "local")
+
+
+
+@pytest.mark.slow  # two evaluations of two episodes and two servers: about 1.5 minutes here
+def test_a_pool_of_servers_is_shared_one_per_ray_worker(ray_cluster, tmp_path):
+    """`ray.servers`: each Ray worker drives the CARLA-compatible server at its host:port (the embedded simulator
+    started here as a server of its own, as a CARLA server would be) instead of starting one."""
+    suite = _suite(tmp_path, [0, 1])
+    servers = [launch("straight"), launch("straight")]
+    try:
+        assert _eval(tmp_path / "local", suite) == 0
+        hosts = ",".join(f"{s.host}:{s.port}" for s in servers)
+        assert _eval(tmp_path / "servers", suite, "executor=ray", "workers=4", f"ray.servers=[{hosts}]") == 0
+        # the servers ticked the episodes (a worker that started its own simulator would leave them near frame 0);
+        # asked from a subprocess, as tests/server does, so that a LibCarla abort cannot take pytest with it
+        ask = ("import carla, sys; c = carla.Client(sys.argv[1], int(sys.argv[2])); c.set_timeout(20.0); "
+               "print(c.get_world().get_snapshot().frame)")
+        frames = [int(subprocess.run([sys.executable, "-c", ask, s.host, str(s.port)], capture_output=True, text=True,
+                                     check=True, timeout=120).stdout) for s in servers]
+    finally:
+        for server in servers:
+            server.stop()
+    steps = [json.loads(line)["steps"] for line in (tmp_path / "servers" / "episodes.jsonl").read_text().splitlines()]
+    assert sum(frames) >= sum(steps), (frames, steps)
+    assert _outcomes(tmp_path / "servers") == _outcomes(tmp_path / "local")
+    assert _results(tmp_path / "servers") == _results(tmp_path / "local")
+
+
+# What differs between two collections of the same episodes: the file's checksum and size (its metadata holds
+# the creation time and the simulator's ports) and the commit time. Everything else is the same.
+NOT_CONTENT = ("sha256", "bytes", "committed")
+LABELS = ["command", "target_point", "control", "expert", "waypoints", "target_speed", "brake", "perturbed"]
+
+
+@pytest.mark.slow  # two collections of two 30-step episodes: about a minute and a half here
+def test_collect_on_ray_writes_the_manifest_of_a_local_collection(ray_cluster, tmp_path):
+    args = ["collect", f"suite={SHORT_SUITE}", "limit=2", "max_steps=30", "noise.share=1.0", *SMALL_RIG]
+    assert main([*args, f"out={tmp_path / 'local'}"]) == 0
+    assert main([*args, f"out={tmp_path / 'ray'}", "executor=ray", "workers=2"]) == 0
+    local, on_ray = read_manifest(tmp_path / "local"), read_manifest(tmp_path / "ray")
+    assert sorted(on_ray.entries) == sorted(local.entries) == ["short_drive-s0", "short_drive-s1"]
+    assert on_ray.problems == local.problems == []
+    for key, entry in local.entries.items():
+        assert {k: v for k, v in on_ray.entries[key].items() if k not in NOT_CONTENT} == \
+               {k: v for k, v in entry.items() if k not in NOT_CONTENT}
+        theirs = EpisodeReader(tmp_path / "ray", on_ray.entries[key]).read(columns=LABELS).to_pylist()
+        assert theirs == EpisodeReader(tmp_path / "local", entry).read(columns=LABELS).to_pylist(), key
