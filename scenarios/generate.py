@@ -210,7 +210,8 @@ def crossing(site: Site, rng: np.random.Generator, k: int) -> dict | None:
 def cut_in(site: Site, rng: np.random.Generator, k: int) -> dict | None:
     side = ["left", "right"][k % 2]
     s = float(rng.uniform(35, 45))
-    if not site.clear_stretch(10, s + 70) or not all(site.fits(s=x, lane=side) for x in (s, s + 30, s + 60)):
+    # the cutter drives on until the ego closes in: its lane must go on, junction-free, for 100 m
+    if not site.clear_stretch(10, s + 100) or not all(site.fits(s=x, lane=side) for x in (s, s + 40, s + 80, s + 100)):
         return None
     data = _base(f"cut_in_from_{side}", f"A vehicle in the lane to the ego's {side} cuts in close ahead of it and "
                  "slows down.", site, rng, 50)

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from scenarios.suites import SUITES_DIR
+from scenarios.suites import SUITES_DIR, load_suite
 from slimdrive import main
 
 FAST_ENV = ["env.rig=front1", "env.image_size_x=64", "env.image_size_y=32"]
@@ -35,9 +35,12 @@ def test_the_expert_solves_the_new_library_scenarios(tmp_path):
 
 @pytest.mark.slow
 def test_the_expert_passes_stalled_and_crashed_blockers_behind_warning_cones(tmp_path):
-    """A cone then a stalled van in its lane, and a crashed truck: before they were grouped and passed as one
-    on a clear side, the expert nudged round the cone and then stood behind the vehicle until the timeout."""
-    records = _expert(tmp_path, [("suites/stress/straight_blocker_stalled_van_1.yaml", [2111]),
-                                 ("suites/stress/junction_blocker_crashed_van_2.yaml", [2054])])
+    """A cone then a stalled vehicle in its lane, and a crashed one, on multi-lane roads (the stress suite's first
+    of each): before they were grouped and passed as one on a clear side, the expert nudged round the cone and
+    then stood behind the vehicle until the timeout."""
+    episodes = load_suite("stress")[1]
+    picked = [next(e for e in episodes if e.key.startswith(prefix))
+              for prefix in ("straight_blocker_stalled", "junction_blocker_crashed")]
+    records = _expert(tmp_path, [(e.scenario.file.relative_to(SUITES_DIR.parent), [e.seed]) for e in picked])
     assert all(r["done"] == "completed" and r["route_completion"] > 95.0 for r in records), records
     assert all(map(_clean, records)), records
