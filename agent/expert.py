@@ -55,7 +55,8 @@ class ExpertConfig:
     forecast_step_s: float = 0.2
     corridor_margin_m: float = 0.4  # added to both half-widths
     clear_margin_m: float = 3.0  # the ego must clear a conflict point by this much to ignore a late entrant
-    yield_margin_s: float = 1.0  # ... and this much earlier than the entrant gets there
+    yield_margin_s: float = 1.0  # ... and this much earlier than the entrant gets there, while it can still stop
+    commit_decel: float = 6.0  # m/s^2: the braking that decides whether it can still stop before a conflict point
     look_ahead_m: float = 45.0  # obstacles and lights are searched this far along the path
     light_margin_m: float = 2.0  # stop this far before a red light's trigger volume
     yellow_decel: float = 4.0  # m/s^2: stop for a yellow light only if this suffices
@@ -202,9 +203,12 @@ class Expert:
             # A forecast that enters the corridor only after the ego, at its speed, has cleared that point is
             # no conflict: braking for it would stop the ego in the obstacle's way.
             # Yielding: the ego must clear it by `yield_margin_s` too, or a slow walker whose forecast enters just
-            # after the ego would have passed (at its present speed) is ignored until it is too late to stop.
+            # after the ego would have passed (at its present speed) is ignored until it is too late to stop; but
+            # where the ego can no longer stop short of the conflict point it commits and clears it, rather than
+            # braking to a halt inside the entrant's path.
+            can_stop = ahead > speed * speed / (2.0 * self.cfg.commit_decel) + self.cfg.idm_min_gap_m
             clears_at = (ahead + ego_len + half_len + self.cfg.clear_margin_m) / max(speed, 0.1) + \
-                self.cfg.yield_margin_s
+                np.where(can_stop, self.cfg.yield_margin_s, 0.0)
             hits = np.flatnonzero(inside & (ahead > 0.0) & (times[:len(k)] <= clears_at))
             if len(hits) == 0:
                 continue

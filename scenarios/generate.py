@@ -24,6 +24,7 @@ same bytes. The shipped `stress` suite (`scenarios/suites/stress.yaml`, files in
 """
 from __future__ import annotations
 
+import math
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -168,7 +169,12 @@ def blocker(site: Site, rng: np.random.Generator, k: int) -> dict | None:
                  f"{' just before a junction' if junction is not None and k % 2 else ''}; the ego passes it when "
                  "the next lane is clear.", site, rng, 30 if lanes == "one-lane" else 40)
     data["parameters"] = {"block_s": {"uniform": [round(s - 3, 1), round(s + 3, 1)]}}
-    yaw = {"parked": {"uniform": [-3, 3]}, "stalled": {"uniform": [-6, 6]}, "crashed": _u(rng, 10, 24, 6)}[kind]
+    # crashed: skewed, but never so far that its footprint (half-span L sin(yaw) + W cos(yaw)) leaves the next lane
+    # too narrow to pass in: a 20 deg bus spans 6.6 m and closes two lanes
+    limit = min(_max_skew_deg(BY_ID[b].body.extent) for b in BLOCKER_CLASSES[cls])
+    low_share = float(rng.uniform(0.4, 0.7))  # one draw whatever the kind, so other files keep their draws
+    yaw = {"parked": {"uniform": [-3, 3]}, "stalled": {"uniform": [-6, 6]},
+           "crashed": {"uniform": [round(low_share * limit, 1), round(limit, 1)]}}[kind]
     offset = {"parked": 0.4, "stalled": 0.0, "crashed": -0.2}[kind]
     data["actors"].append({"id": "blocker", "blueprint": {"choice": BLOCKER_CLASSES[cls]},
                            "place": {"s": "$block_s", "offset": offset, "yaw": yaw}})
@@ -176,6 +182,18 @@ def blocker(site: Site, rng: np.random.Generator, k: int) -> dict | None:
         data["actors"].append({"id": "cone", "blueprint": "static.prop.trafficcone01",
                                "place": {"s": round(s - 14, 1), "offset": 0.5}})
     return data
+
+
+CRASH_HALF_SPAN_M = 2.3  # a crashed vehicle's lateral half-span at most: 1.2 m of a 3.5 m lane beside it stays free
+
+
+def _max_skew_deg(extent: tuple[float, float, float]) -> float:
+    """The largest yaw at which a body of half-extents (L, W) spans no more than CRASH_HALF_SPAN_M either side."""
+    length, width = extent[0], extent[1]
+    for yaw in np.arange(30.0, 0.0, -0.5):
+        if length * math.sin(math.radians(yaw)) + width * math.cos(math.radians(yaw)) <= CRASH_HALF_SPAN_M:
+            return float(yaw)
+    return 0.0
 
 
 def crossing(site: Site, rng: np.random.Generator, k: int) -> dict | None:
