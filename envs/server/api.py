@@ -320,7 +320,8 @@ class Simulator:
     def get_all_level_bbs(self, label: int = ANY_LABEL) -> list:
         """The map's static scenery (buildings, trees, street lamps, traffic-light poles and heads: what the cameras
         draw besides the ground and the actors) with `label` (`carla.CityObjectLabel`; 255 is Any), in the world
-        frame. The scene is built on first use (a few seconds for a town) and shared with the cameras."""
+        frame. The scene is shared with the cameras; it is built in the background when the map loads (a few seconds
+        for a town), and a call before then waits for it."""
         boxes = renderer_for(self.world.network, self.world.map_name).scene.boxes
         labels = boxes.tag[:, 0]  # a scenery box has one label on all its faces
         keep = np.flatnonzero(labels == int(label)) if int(label) != ANY_LABEL else range(len(labels))

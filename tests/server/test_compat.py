@@ -453,3 +453,25 @@ def test_two_thousand_synchronous_ticks_with_twenty_autopilot_vehicles(client_sc
     moved = int(done.stdout.split("moved ")[1].split(" of")[0])
     assert moved >= 10, done.stdout
     assert "Traceback" not in log, log
+
+# What a walker script gets, which is not served (docs/server.md): no navigation mesh among the server's required
+# files, so no random navigation location, and no AI controller blueprint to spawn
+WALKERS_NOT_SERVED = """
+import sys
+import carla
+
+client = carla.Client(sys.argv[1], int(sys.argv[2]))
+client.set_timeout(10.0)
+world = client.get_world()
+assert world.get_random_location_from_navigation() is None
+try:
+    world.get_blueprint_library().find("controller.ai.walker")
+    raise AssertionError("controller.ai.walker is in the library")
+except IndexError as error:
+    assert "controller.ai.walker" in str(error), error
+print("OK")
+"""
+
+
+def test_walker_navigation_is_not_served_and_says_so(server, client_script):
+    client_script(server, WALKERS_NOT_SERVED)

@@ -1,6 +1,7 @@
 """Per-map renderer: static scene + the actors of the current tick -> camera images.
 
-One `Renderer` per road network (built on first use, kept for the process: `renderer_for`). Within a tick
+One `Renderer` per road network (built when the server loads the map, `renderer_in_background`, or on first use;
+kept until another map's replaces it: `renderer_for`). Within a tick
 the actors' boxes and the lighting are built once and shared by all cameras, and a geometry pass is shared
 by cameras with the same pose and intrinsics (e.g. RGB, depth and semantic cameras on one mount).
 """
