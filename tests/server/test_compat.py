@@ -475,3 +475,20 @@ print("OK")
 
 def test_walker_navigation_is_not_served_and_says_so(server, client_script):
     client_script(server, WALKERS_NOT_SERVED)
+
+
+def test_a_destroyed_actor_keeps_its_bounding_box_until_clients_have_a_state_without_it(world, raw_call):
+    """The client's Traffic Manager asks for the box of every vehicle in its snapshot, which lists a vehicle
+    destroyed since the last tick; an error there aborts the client."""
+    car = world.spawn_actor(world.get_blueprint_library().find("vehicle.audi.a2"),
+                            world.get_map().get_spawn_points()[7])
+    car_id = car.id
+    world.tick()
+    assert car.destroy()
+    for _ in range(2):
+        error, result = raw_call("get_actor_bounding_box", car_id)
+        assert error is None and result[0][0] == 1 and result[0][1][1] == pytest.approx([1.85, 0.91, 0.77])
+        world.tick()
+    world.tick()
+    error, result = raw_call("get_actor_bounding_box", car_id)
+    assert result[0][0] == 0 and str(car_id) in result[0][1][0]
