@@ -492,3 +492,29 @@ def test_a_destroyed_actor_keeps_its_bounding_box_until_clients_have_a_state_wit
     world.tick()
     error, result = raw_call("get_actor_bounding_box", car_id)
     assert result[0][0] == 0 and str(car_id) in result[0][1][0]
+
+# Two clients, one loads a map: the other, on the state stream it subscribed to before, follows the change
+SECOND_CLIENT_FOLLOWS_A_MAP_CHANGE = """
+import sys
+import time
+import carla
+
+loader, watcher = (carla.Client(sys.argv[1], int(sys.argv[2])) for _ in range(2))
+for client in (loader, watcher):
+    client.set_timeout(10.0)
+watched = watcher.get_world()
+watched.wait_for_tick(5.0)
+loaded = loader.load_world("straight")
+deadline = time.monotonic() + 10.0
+while watcher.get_world().id != loaded.id:
+    assert time.monotonic() < deadline, (watcher.get_world().id, loaded.id)
+    watched.wait_for_tick(5.0)
+assert watcher.get_world().get_map().name.endswith("straight"), watcher.get_world().get_map().name
+loader.load_world("town")
+print("OK")
+"""
+
+
+def test_a_second_client_follows_a_map_change_it_did_not_make(client_script):
+    with launch("town") as server:
+        client_script(server, SECOND_CLIENT_FOLLOWS_A_MAP_CHANGE)
