@@ -69,6 +69,7 @@ class ExpertConfig:
     min_ramp_m: float = 6.0  # ... or over as little as this when the ego already stands close behind
     pass_margin_m: float = 0.5  # lateral clearance kept from an obstacle's footprint while passing it
     group_within_m: float = 25.0  # standing obstacles this close beyond the first are passed together
+    moved_m: float = 0.3  # an actor that has moved this far since the start is traffic: never gone round
     oncoming_speed_mps: float = 14.0  # an oncoming lane must be clear for what this speed covers while out there
     idm_headway_s: float = 1.2
     idm_min_gap_m: float = 3.0
@@ -96,6 +97,7 @@ class Expert:
         self._ramp = self.cfg.shift_ramp_m  # metres over which this pass moves over
         self._lights: LightIndex | None = None
         self._bodies: dict[int, tuple[float, float, str]] = {}  # id -> (half length, half width, kind)
+        self._start_xy: dict[int, tuple[float, float]] = {}  # id -> where it stood at the first step
         self._route_id: int | None = None
 
     def footprint(self) -> Footprint:
@@ -111,6 +113,9 @@ class Expert:
             self._lights = LightIndex(world)
             self._bodies = {a.id: (a.bounding_box.extent.x, a.bounding_box.extent.y, a.type_id.split(".")[0])
                             for a in world.get_actors() if a.type_id.split(".")[0] in ("vehicle", "walker", "static")}
+            first = world.get_snapshot()
+            self._start_xy = {i: (first.find(i).get_transform().location.x, first.find(i).get_transform().location.y)
+                              for i in self._bodies if first.find(i) is not None}
         snapshot = world.get_snapshot()
         state = snapshot.find(ego.id)
         transform, velocity = state.get_transform(), state.get_velocity()
@@ -133,7 +138,8 @@ class Expert:
             accel = min(accel, self.idm.accel(speed, target, gap - ego_len, speed - their_speed))
             if accel < free:
                 hazard_kind, hazard_actor = self._bodies[actor_id][2], actor_id
-        light, stop_at = self._light_stop(path, path_s, speed)
+        # the light of the route's own lane governs, also while the path is out in another lane to pass
+        light, stop_at = self._light_stop(*self._path(route, shifted=False), speed)
         if stop_at is not None:
             for_light = self.idm.accel(speed, target, max(stop_at - ego_len, 0.0), speed)
             if for_light < accel:
@@ -161,11 +167,11 @@ class Expert:
                         axis=1).astype(np.float32)
 
     # --------------------------------------------------------------------------------------------- path
-    def _path(self, route) -> tuple[np.ndarray, np.ndarray]:
+    def _path(self, route, shifted: bool = True) -> tuple[np.ndarray, np.ndarray]:
         """Route points from just behind the ego to `look_ahead_m` ahead, shifted while passing."""
         first, last = route.index_at(self._s - 2.0), route.index_at(self._s + self.cfg.look_ahead_m)
         xy, s, yaw = route.xy[first:last + 1], route.s[first:last + 1], route.yaw[first:last + 1]
-        if self._shift_until > self._s:
+        if shifted and self._shift_until > self._s:
             ramp_in = np.clip((s - self._shift_from) / self._ramp, 0.0, 1.0)
             ramp_out = np.clip((self._shift_until - s) / self.cfg.shift_ramp_m, 0.0, 1.0)
             offset = self._shift * np.minimum(ramp_in, ramp_out)
@@ -202,13 +208,14 @@ class Expert:
             ahead = path_s[k] - self._s
             # A forecast that enters the corridor only after the ego, at its speed, has cleared that point is
             # no conflict: braking for it would stop the ego in the obstacle's way.
-            # Yielding: the ego must clear it by `yield_margin_s` too, or a slow walker whose forecast enters just
+            # Yielding: the ego must clear a walker by `yield_margin_s` too, or a slow one whose forecast enters just
             # after the ego would have passed (at its present speed) is ignored until it is too late to stop; but
             # where the ego can no longer stop short of the conflict point it commits and clears it, rather than
             # braking to a halt inside the entrant's path.
             can_stop = ahead > speed * speed / (2.0 * self.cfg.commit_decel) + self.cfg.idm_min_gap_m
+            margin = self.cfg.yield_margin_s if kind == "walker" else 0.0  # vehicles keep to their lanes' timing
             clears_at = (ahead + ego_len + half_len + self.cfg.clear_margin_m) / max(speed, 0.1) + \
-                np.where(can_stop, self.cfg.yield_margin_s, 0.0)
+                np.where(can_stop, margin, 0.0)
             hits = np.flatnonzero(inside & (ahead > 0.0) & (times[:len(k)] <= clears_at))
             if len(hits) == 0:
                 continue
@@ -281,6 +288,12 @@ class Expert:
                 options.append((abs(shift) + 100.0, (shift, True)))  # oncoming lane: only when nothing else
         return [option for _, option in sorted(options, key=lambda o: o[0])]
 
+    def _has_moved(self, actor_id: int, state) -> bool:
+        """Whether the actor has moved from where it stood at the episode's first step."""
+        location = state.get_transform().location
+        x0, y0 = self._start_xy.setdefault(actor_id, (location.x, location.y))
+        return math.hypot(location.x - x0, location.y - y0) > self.cfg.moved_m
+
     def _maybe_pass(self, world_map: carla.Map, route, obstacle, snapshot, ego_id: int, speed: float) -> None:
         """Go around a standing obstacle on the cheapest side whose band is clear: every other actor's footprint
         is checked against the band the ego will sweep, behind and ahead of the obstacle, and, in an oncoming
@@ -289,8 +302,8 @@ class Expert:
         if gap > self.cfg.pass_within_m or self._bodies[actor_id][2] == "walker":
             return
         state = snapshot.find(actor_id)
-        if state.get_velocity().length() > self.cfg.stopped_mps:
-            return
+        if state.get_velocity().length() > self.cfg.stopped_mps or self._has_moved(actor_id, state):
+            return  # traffic that stops (a car about to pull out, a braking lead) is waited for, not gone round
         ego_half_width = self._bodies[ego_id][1]
         obstacle_s, low, high = self._lateral_extent(route, actor_id, state, self._s + gap)
         far_end = obstacle_s + self._bodies[actor_id][0]
