@@ -20,7 +20,8 @@ Weather draws from night, rain and fog presets (and day), so every file meets ad
 Everything is drawn from `seed` in a fixed order, each file is validated as `slimdrive scenario validate` does
 (compiled on its map for the suite's seeds), and files are written with sorted choices: the same seed gives the
 same bytes. The shipped `stress` suite (`scenarios/suites/stress.yaml`, files in `scenarios/suites/stress/`) is
-`slimdrive scenario generate` with conf/scenario/generate.yaml's defaults.
+`slimdrive scenario generate out=scenarios/suites` with conf/scenario/generate.yaml's other defaults (`out`
+defaults to runs/generated, so that trying another seed never overwrites the shipped suite).
 """
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ from typing import Any
 import carla
 import numpy as np
 import yaml
-from omegaconf import DictConfig
+from omegaconf import DictConfig, ListConfig
 
 from envs.maps import available_maps, load_network
 from envs.server.blueprints import BY_ID
@@ -44,6 +45,7 @@ from .errors import ScenarioError
 from .placement import PlacementError, place_on_route
 from .route import Route, RouteError, plan_route, route_from_length
 from .schema import RoutePlacement
+from .suites import load_suite
 
 ROUTE_M = 160.0  # long enough for a hazard at 50-90 m and the ego's recovery after it
 NIGHT_RAIN_FOG = ["ClearNoon", "ClearNight", "HardRainNoon", "HardRainNight", "MidRainyNoon", "FoggyDay",
@@ -365,17 +367,57 @@ def _dump(data: dict) -> str:
         yaml.safe_dump(data, sort_keys=False, width=110, default_flow_style=None)
 
 
-def generate(out: Path, seed: int, per_template: int, seeds_per_file: int, first_episode_seed: int,
-             maps: list[str], templates: list[str], suite_name: str) -> tuple[Path, list[Path], int]:
-    """Write the files and their suite into `out` (its `<suite_name>/` folder replaced); returns (suite file,
-    scenario files, episodes)."""
+def _check_settings(per_template: int, seeds_per_file: int, maps: list[str], templates: list[str]) -> None:
+    """Refuse settings that would write an empty or unloadable suite before anything is touched: per_template=-1
+    once wrote no file, exited 0 and still replaced the output folder; seeds_per_file=0 wrote a suite that
+    load_suite refuses."""
+    for key, value in (("per_template", per_template), ("seeds_per_file", seeds_per_file)):
+        if value < 1:
+            raise GenerateError(f"{key}={value}: must be an integer >= 1 (conf/scenario/generate.yaml)")
+    for key, names in (("maps", maps), ("templates", templates)):
+        if not names:
+            raise GenerateError(f"{key}=[]: name at least one (conf/scenario/generate.yaml; maps=null is every map)")
     unknown = [t for t in templates if t not in TEMPLATES] + [m for m in maps if m not in available_maps()]
     if unknown:
         raise GenerateError(f"unknown template or map {unknown}: templates are {', '.join(TEMPLATES)}, maps "
                             f"{', '.join(available_maps())} (conf/scenario/generate.yaml)")
+
+
+def generate(out: Path, seed: int, per_template: int, seeds_per_file: int, first_episode_seed: int,
+             maps: list[str], templates: list[str], suite_name: str) -> tuple[Path, list[Path], int]:
+    """Write the files and their suite into `out` (its `<suite_name>/` folder replaced); returns (suite file,
+    scenario files, episodes). The suite is written and loaded in a staging folder first, and only a suite that
+    loads replaces what `out` held: a refused run leaves the previous suite as it was."""
+    _check_settings(per_template, seeds_per_file, maps, templates)
+    out.mkdir(parents=True, exist_ok=True)
+    staging = out / f".{suite_name}.staging"  # beside the target, so the final moves stay on one filesystem
+    if staging.exists():
+        shutil.rmtree(staging)  # left by an interrupted run
+    try:
+        suite, files, episodes = _write(staging, seed, per_template, seeds_per_file, first_episode_seed, maps,
+                                        templates, suite_name)
+        if not files:
+            raise GenerateError(f"no template found a site on the maps {', '.join(maps)}: nothing written, "
+                                f"{out / suite_name} left as it was (try more maps or templates)")
+        try:
+            load_suite(str(suite))  # the suite as `slimdrive eval suite=` would read it, every file compiled
+        except ScenarioError as exc:
+            raise GenerateError(f"the generated suite does not load, {out / suite_name} left as it was: {exc}") \
+                from exc
+        folder = out / suite_name
+        if folder.exists():
+            shutil.rmtree(folder)
+        (staging / suite_name).rename(folder)
+        suite = suite.replace(out / suite.name)
+        return suite, [folder / f.name for f in files], episodes
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging)
+
+
+def _write(out: Path, seed: int, per_template: int, seeds_per_file: int, first_episode_seed: int,
+           maps: list[str], templates: list[str], suite_name: str) -> tuple[Path, list[Path], int]:
     folder = out / suite_name
-    if folder.exists():
-        shutil.rmtree(folder)
     folder.mkdir(parents=True)
     rng = np.random.default_rng(seed)
     files, entries, episode_seed = [], [], first_episode_seed
@@ -417,11 +459,27 @@ def generate(out: Path, seed: int, per_template: int, seeds_per_file: int, first
     return suite, files, sum(len(s) for _, s in entries)
 
 
+def _names(value, key: str) -> list[str]:
+    """A list of names from the config: `maps=straight` arrives as one string, which list() would split into
+    letters, so a single string is one name; anything else but a list is refused."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [value]
+    if not isinstance(value, ListConfig | list | tuple):
+        raise GenerateError(f"{key}={value!r}: give a list of names, e.g. {key}=[a,b] (conf/scenario/generate.yaml)")
+    return [str(v) for v in value]
+
+
 def run(cfg: DictConfig) -> int:
     try:
+        for key in ("seed", "per_template", "seeds_per_file", "first_episode_seed"):
+            if isinstance(cfg[key], bool) or not isinstance(cfg[key], int):
+                raise GenerateError(f"{key}={cfg[key]!r}: must be an integer (conf/scenario/generate.yaml)")
         suite, files, episodes = generate(Path(cfg.out), int(cfg.seed), int(cfg.per_template),
                                           int(cfg.seeds_per_file), int(cfg.first_episode_seed),
-                                          list(cfg.maps or available_maps()), list(cfg.templates), str(cfg.name))
+                                          available_maps() if cfg.maps is None else _names(cfg.maps, "maps"),
+                                          _names(cfg.templates, "templates"), str(cfg.name))
     except GenerateError as exc:
         print(f"slimdrive scenario generate: {exc}")
         return 2

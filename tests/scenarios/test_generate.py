@@ -51,12 +51,50 @@ def test_the_shipped_stress_suite_validates_and_has_200_episodes():
     assert {"ClearNight", "HardRainNoon", "FoggyDay"} & weathers and any("Night" in w for w in weathers)
 
 
+@pytest.mark.parametrize("override,message", [
+    ("per_template=-1", "per_template=-1: must be an integer >= 1"),
+    ("per_template=0", "per_template=0: must be an integer >= 1"),
+    ("seeds_per_file=0", "seeds_per_file=0: must be an integer >= 1"),
+    ("maps=[]", "maps=[]: name at least one"),
+    ("maps=strait", "unknown template or map ['strait']"),  # one string is one map name, not its letters
+    ("per_template=two", "per_template='two': must be an integer"),
+])
+def test_generate_refuses_bad_settings_and_leaves_the_previous_suite(tmp_path, capsys, override, message):
+    # a previous suite in the folder: a refused run must not replace it (per_template=-1 once wrote nothing,
+    # exited 0 and emptied the folder)
+    assert main(["scenario", "generate", f"out={tmp_path}", "maps=straight", "per_template=1",
+                 "templates=[blocker]"]) == 0
+    before = _files(tmp_path)
+    assert before and "straight/stress" not in "".join(before)
+    capsys.readouterr()
+    assert main(["scenario", "generate", f"out={tmp_path}", "templates=[blocker]", "per_template=1",
+                 override]) == 2
+    assert message in capsys.readouterr().out
+    assert _files(tmp_path) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["stress", "stress.yaml"]  # no staging folder left
+
+
+def test_generate_takes_one_map_name_as_a_string(tmp_path):
+    # `maps=straight` arrives from Hydra as a string; it is one map, not the maps s, t, r, a, i, g, h, t
+    assert main(["scenario", "generate", f"out={tmp_path}", "maps=straight", "per_template=1",
+                 "templates=[blocker,lead_brake]"]) == 0
+    name, episodes = load_suite(str(tmp_path / "stress.yaml"))
+    assert {e.scenario.scenario.map for e in episodes} == {"straight"} and len(episodes) == 2 * 3
+
+
+def test_the_default_out_is_not_the_shipped_suites():
+    # a user following the README with another seed would otherwise overwrite the shipped stress suite
+    from slimdrive import load_config
+    assert load_config("scenario/generate", []).out == "runs/generated"
+
+
 @pytest.mark.slow
 def test_the_shipped_stress_suite_is_the_generators_output(tmp_path):
+    # the shipped suite is conf/scenario/generate.yaml's defaults written to scenarios/suites (here to tmp_path)
     assert main(["scenario", "generate", f"out={tmp_path}"]) == 0
     shipped = SUITES_DIR / "stress"
     comparison = filecmp.dircmp(tmp_path / "stress", shipped)
     assert not comparison.left_only and not comparison.right_only and not comparison.diff_files, \
-        "scenarios/suites/stress is stale: run `slimdrive scenario generate`"
+        "scenarios/suites/stress is stale: run `slimdrive scenario generate out=scenarios/suites`"
     assert (tmp_path / "stress.yaml").read_bytes() == (SUITES_DIR / "stress.yaml").read_bytes()
     assert load_scenario(next(shipped.glob("*.yaml")))
