@@ -25,23 +25,28 @@ TORCHRUN = shutil.which("torchrun", path=f"{Path(sys.executable).parent}{os.path
 WEIGHT_ATOL = 1e-6
 
 
-def tiny_run(data: Path, out: Path, *extra: str) -> list[str]:
+def tiny_run(data: Path, out: Path, *extra: str, samples_per_epoch: int = 512) -> list[str]:
     """test_train.py's tiny run (global batch 32, 16 batches an epoch) on the four short episodes."""
-    return [f"data={data}", f"out={out}", "model=bitnet_tiny", "samples_per_epoch=512", "batch_size=32",
+    return [f"data={data}", f"out={out}", "model=bitnet_tiny", f"samples_per_epoch={samples_per_epoch}",
+            "batch_size=32",
             "workers=0", "threads=1", "val_fraction=0.34", "split_seed=2", "val_samples=200", "log_every=4",
             "checkpoint_every=7", "device=cpu", *extra]
 
 
-@pytest.mark.slow  # four training runs, two of them under torchrun: about 2 minutes on the 2-core machine
-@pytest.mark.parametrize("recipe", [("model.net.quant=none", "epochs=6"), ("model.net.quant=ternary", "epochs=1")],
-                         ids=["full-precision-96-steps", "ternary-16-steps"])
-def test_torchrun_two_processes_train_the_weights_of_one(short_dataset, tmp_path, recipe):
+# The 4-step run is the default-run check that torchrun trains the weights of one process (under a minute on the
+# 2-core machine); the 96- and 16-step runs, about 2 minutes together, are slow (-m slow).
+@pytest.mark.parametrize("recipe,samples_per_epoch", [
+    pytest.param(("model.net.quant=none", "epochs=1"), 128, id="full-precision-4-steps"),
+    pytest.param(("model.net.quant=none", "epochs=6"), 512, id="full-precision-96-steps", marks=pytest.mark.slow),
+    pytest.param(("model.net.quant=ternary", "epochs=1"), 512, id="ternary-16-steps", marks=pytest.mark.slow),
+])
+def test_torchrun_two_processes_train_the_weights_of_one(short_dataset, tmp_path, recipe, samples_per_epoch):
     one, two = tmp_path / "one", tmp_path / "two"
-    assert slimdrive.main(["train", *tiny_run(short_dataset, one, *recipe)]) == 0
+    assert slimdrive.main(["train", *tiny_run(short_dataset, one, *recipe, samples_per_epoch=samples_per_epoch)]) == 0
     assert TORCHRUN, "torchrun (installed with torch) is not on PATH"
     result = subprocess.run([TORCHRUN, "--standalone", "--nproc_per_node", "2", "-m", "slimdrive", "train",
-                             *tiny_run(short_dataset, two, *recipe)], cwd=REPO, capture_output=True, text=True,
-                            timeout=600)
+                             *tiny_run(short_dataset, two, *recipe, samples_per_epoch=samples_per_epoch)], cwd=REPO,
+                            capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "2 processes" in result.stdout
 
