@@ -12,9 +12,6 @@ from __future__ import annotations
 
 import importlib
 import sys
-from pathlib import Path
-
-CONF_DIR = Path(__file__).resolve().parent / "conf"
 
 # subcommand words -> (config name under conf/, "module:function" taking the composed DictConfig)
 COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
@@ -45,11 +42,10 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
 
 
 def load_config(config_name: str, overrides: list[str]):
-    """Compose `conf/<config_name>.yaml` with Hydra overrides (no working-directory change, no logging setup)."""
-    from hydra import compose, initialize_config_dir
+    """Compose `conf/<config_name>.yaml` with Hydra overrides (`envs.config.compose`, the one composer)."""
+    from envs.config import compose
 
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose(config_name=config_name, overrides=overrides)
+    return compose(config_name, overrides)
 
 
 def _is_override(argument: str) -> bool:

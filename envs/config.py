@@ -1,8 +1,10 @@
 """The one way slimdrive reads its configuration.
 
-* Configuration files are the YAML files under `conf/`, read by OmegaConf. A `slimdrive` command composes its
-  file with Hydra (`slimdrive.py`); code that needs one file outside a command reads it with `load_conf`, which
-  also merges a caller's config and dotted overrides over it (`DrivingEnv`'s settings, a camera rig).
+* Configuration files are the YAML files under `conf/`, read by OmegaConf. A `slimdrive` command's file is
+  composed with its defaults (`env: default`, a budget) by Hydra in `compose` (`slimdrive.py` and DAgger's
+  val scoring, which scores by `slimdrive eval`'s own file); code that needs one file outside a command reads
+  it with `load_conf`, which also merges a caller's config and dotted overrides over it (`DrivingEnv`'s
+  settings, a camera rig).
 * A typed config (a dataclass: the budget, a model, the expert) is built from a mapping, a plain one or an
   OmegaConf node, by `typed_config`, which refuses keys the dataclass does not have and names the missing
   ones.
@@ -36,6 +38,16 @@ def load_conf(path: str | Path, cfg: DictConfig | Mapping[str, Any] | None = Non
         dotted = [f"{key}={value if value is not None else 'null'}" for key, value in overrides.items()]
         merged = OmegaConf.merge(merged, OmegaConf.from_dotlist(dotted))
     return merged
+
+
+def compose(config_name: str, overrides: list[str] | None = None) -> DictConfig:
+    """`conf/<config_name>.yaml` composed by Hydra with its defaults list and `overrides` (`key=value`,
+    `group=option`); no working-directory change, no logging setup."""
+    from hydra import compose as hydra_compose  # Hydra is slow to import: only for the callers that compose
+    from hydra import initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return hydra_compose(config_name=config_name, overrides=list(overrides or ()))
 
 
 def typed_config(cls: type[T], values: Mapping[str, Any] | None, what: str) -> T:

@@ -183,7 +183,7 @@ class DrivingEnv(gym.Env):
         settings.synchronous_mode, settings.fixed_delta_seconds = True, self.fixed_delta_seconds
         self._world.apply_settings(settings)
 
-    def _simulator_answers(self) -> bool:
+    def simulator_answers(self) -> bool:
         """Whether the simulator still answers an RPC on a fresh connection (so an error was not its death)."""
         if self._server is not None:
             if not self._server.alive():
@@ -216,7 +216,7 @@ class DrivingEnv(gym.Env):
         try:
             return call(*args)
         except Exception as exc:
-            if not self._simulator_answers():
+            if not self.simulator_answers():
                 raise
             scenario = self._scenario
             name = getattr(scenario, "name", type(scenario).__name__)
@@ -237,7 +237,7 @@ class DrivingEnv(gym.Env):
         except (ServerDied, ScenarioFailed, ServerStartError):
             raise
         except (RuntimeError, TimeoutError) as exc:
-            if self._simulator_answers():
+            if self.simulator_answers():
                 raise  # the server is fine; the request was not (e.g. an unknown map, an occupied start)
             died = self._server_died(exc)
             self._drop_connection()
@@ -423,7 +423,7 @@ class DrivingEnv(gym.Env):
             if self._ego is not None and self._ego.is_alive:
                 self._ego.destroy()
         except (RuntimeError, TimeoutError) as exc:
-            if self._simulator_answers():
+            if self.simulator_answers():
                 raise
             if self._server is None:
                 died = self._server_died(exc)

@@ -164,10 +164,12 @@ def supervised(tasks: Iterable, workers: int, initializer: Callable[..., None], 
                 item, actor.task, actor.state = actor.task, None, "idle"
                 on_result(item, payload)
             elif kind == "error":
+                name, reason, text = payload
                 raise WorkerError(f"task {actor.task!r} raised in Ray worker pid {actor.pid} on {actor.node}:\n"
-                                  f"{payload}")
+                                  f"{text}", name, reason)
             else:
-                raise WorkerError(f"Ray worker pid {where[0]} on {where[1]} failed to start:\n{payload}")
+                name, reason, text = payload
+                raise WorkerError(f"Ray worker pid {where[0]} on {where[1]} failed to start:\n{text}", name, reason)
             dispatch()
     finally:
         _stop(pool)

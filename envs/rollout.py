@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -30,8 +30,9 @@ from scenarios import metrics
 from scenarios.engine import ScenarioRun
 from scenarios.suites import Episode
 
-from .budget import BudgetedPolicy, ComputeBudget, validate_action
-from .driving_env import DrivingEnv
+from .budget import BudgetedPolicy, ComputeBudget, InvalidAction, validate_action
+from .driving_env import DrivingEnv, ScenarioFailed, ServerDied
+from .server.launch import ServerStartError
 
 
 @dataclass
@@ -118,6 +119,91 @@ def rollout(env: DrivingEnv, agent, budget: ComputeBudget, episode: Episode, *,
     for observer in observers:
         observer.on_end(env, record)
     return record
+
+
+class AgentFailed(RuntimeError):
+    """The agent (or the teacher) raised while driving an episode: its own failure, not retried, since the same
+    episode would fail the same way."""
+
+
+class Blamed:
+    """An agent as the rollout sees it: whatever its `reset` or `act` raises is its failure (`AgentFailed`), so
+    that every other error of an episode can be told apart as the simulator's or the scenario's. `who` names it
+    in the message (``agent=expert``)."""
+
+    def __init__(self, agent, who: str, env: DrivingEnv) -> None:
+        self._agent, self._who, self._env = agent, who, env
+
+    def __getattr__(self, attribute: str):
+        return getattr(self._agent, attribute)  # plan, waypoints, footprint: what observers and the budget read
+
+    def reset(self) -> None:
+        self._call("reset")
+
+    def act(self, obs):
+        return self._call("act", obs)
+
+    def _call(self, method: str, *args):
+        try:
+            return getattr(self._agent, method)(*args)
+        except (RuntimeError, TimeoutError, ConnectionError) as exc:
+            # a privileged agent (the expert) reads the world: its RPC failing on a dead simulator is the
+            # simulator's failure (the env's own check, which reset uses to tell the two apart)
+            if not self._env.unwrapped.simulator_answers():
+                raise
+            raise AgentFailed(f"{self._who} raised in {method}(): {type(exc).__name__}: {exc}") from exc
+        except Exception as exc:
+            raise AgentFailed(f"{self._who} raised in {method}(): {type(exc).__name__}: {exc}") from exc
+
+
+def drive_with_retries(env: DrivingEnv, agent, agent_name: str, budget: ComputeBudget, episode: Episode, *,
+                       observers: Callable[[], Sequence[Observer]] = tuple, retries: int = 2,
+                       teacher: Teacher | None = None, perturb: Callable[[], Perturbation | None] = lambda: None,
+                       max_steps: int | None = None, on_simulator_failure: Callable[[str], None] = lambda _: None,
+                       say: Callable[[str], None] = print) -> tuple[dict | None, list[str]]:
+    """Drive `episode` by `rollout`, telling whose fault each failure is, the one way eval, collect and the
+    scenario search do: (its record with ``simulator_failures``, those failures), or (None, the failures) when
+    the simulator failed `retries` + 1 times. `observers` and `perturb` make fresh ones for each attempt.
+
+    * The simulator's (it died mid-episode, in reset, would not start, stopped answering, or a connection to it
+      broke): not the agent's. The env is closed (which stops an embedded simulator; the next reset starts
+      another) and the episode driven again; `on_simulator_failure` hears each reason, `say` each retry.
+    * The agent's (what its `reset` or `act` raises while the simulator answers, or an action the budget
+      refuses): `AgentFailed`, naming the agent, the episode and its file.
+    * The scenario's: `ScenarioFailed`, raised as the env named it.
+    * Anything else is raised as itself: an OSError writing our own files (a full disk) is neither the
+      simulator's fault nor the agent's, and a retry would only fill the disk again."""
+    driver = Blamed(agent, f"agent={agent_name}", env)
+    if teacher is agent:
+        teacher = driver  # the rollout asks an agent that is its own teacher once per step
+    elif teacher is not None:
+        teacher = Blamed(teacher, f"the teacher ({type(teacher).__name__})", env)
+    failures: list[str] = []
+    while True:
+        try:
+            record = rollout(env, driver, budget, episode, observers=observers(), teacher=teacher,
+                             perturb=perturb(), max_steps=max_steps)
+            failure = record["failure"]  # the embedded simulator died mid-episode (the env stopped it)
+        except InvalidAction as exc:  # the budget refused what the agent answered
+            raise AgentFailed(f"agent={agent_name}: {exc} in episode {episode.key} ({episode.scenario.file})") from exc
+        except AgentFailed as exc:
+            raise AgentFailed(f"{exc} in episode {episode.key} ({episode.scenario.file})") from exc
+        except ScenarioFailed:
+            raise  # the scenario's own fault, named by the env
+        except (ServerDied, ServerStartError, RuntimeError, TimeoutError, ConnectionError) as exc:
+            # died in reset, would not start, a remote one died, or it stopped answering in time (a time-out from
+            # a server that still answers a ping: hung or starved)
+            failure = f"{type(exc).__name__}: {exc}"
+        if failure is None:
+            record["simulator_failures"] = failures
+            return record, failures
+        env.close()
+        on_simulator_failure(failure)
+        failures.append(failure)
+        if len(failures) > retries:
+            return None, failures
+        say(f"{episode.key}: simulator failure ({failure}); not the agent's: restarting the simulator and driving "
+            f"the episode again (attempt {len(failures) + 1} of {retries + 1})")
 
 
 def _record(env: DrivingEnv, run: ScenarioRun, episode: Episode, info: Mapping[str, Any],

@@ -33,7 +33,16 @@ STOP_TIMEOUT_S = 30.0  # a worker told to stop is killed after this long
 
 
 class WorkerError(RuntimeError):
-    """A worker raised (in its initializer or a task), or workers kept dying before taking a task."""
+    """A worker raised (in its initializer or a task), or workers kept dying before taking a task.
+
+    `kind` is the class name of what the worker raised (None: no exception, workers kept dying) and `reason` its
+    message, so that the parent can tell failures apart (an agent's from a simulator's) and name one in one line:
+    this module sits below every caller and cannot know their exception classes, and exceptions are not pickled
+    (a class that does not unpickle would lose the whole report)."""
+
+    def __init__(self, message: str, kind: str | None = None, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.kind, self.reason = kind, reason
 
 
 @dataclass
@@ -100,8 +109,9 @@ def on_server(cfg: DictConfig, server: str | None) -> DictConfig:
     return OmegaConf.merge(cfg, {"env": {"server": {"host": host, "port": int(port)}}})
 
 
-def _describe(exc: BaseException) -> str:
-    return "".join(traceback.format_exception(exc)).rstrip()
+def _describe(exc: BaseException) -> tuple[str, str, str]:
+    """What the parent needs of a worker's exception: (class name, message, traceback)."""
+    return type(exc).__name__, str(exc), "".join(traceback.format_exception(exc)).rstrip()
 
 
 def _serve(conn: Connection, initializer: Callable[..., None], initargs: Sequence, task: Callable[[Any], Any]) -> None:
@@ -210,9 +220,12 @@ def _receive(worker: _Worker, on_result: Callable[[Any, Any], None]) -> bool:
                 item, worker.task, worker.state = worker.task, None, "idle"
                 on_result(item, payload)
             elif kind == "error":
-                raise WorkerError(f"task {worker.task!r} raised in worker pid {worker.process.pid}:\n{payload}")
+                name, reason, text = payload
+                raise WorkerError(f"task {worker.task!r} raised in worker pid {worker.process.pid}:\n{text}", name,
+                                  reason)
             else:
-                raise WorkerError(f"worker pid {worker.process.pid} failed to start:\n{payload}")
+                name, reason, text = payload
+                raise WorkerError(f"worker pid {worker.process.pid} failed to start:\n{text}", name, reason)
     except (EOFError, OSError):
         return False  # the pipe closed under us: the worker is gone
     return worker.process.is_alive()

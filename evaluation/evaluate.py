@@ -17,10 +17,13 @@ Faults: a simulator that dies (killed mid-episode, or in `reset`, or failing to 
 not the agent's: its episode is not recorded, the simulator is restarted and the episode driven again, at most
 `retries` more times; the reasons are kept in the record's `simulator_failures`. An episode still failing after
 that is not recorded (the run exits 1 and a rerun tries it again). An exception from the agent is the agent's
-failure: the run stops there, naming the episode, and is not retried. A torn last line of episodes.jsonl (a run
-killed while writing it) is repaired on resume, naming the file; `workers=N` drives N simulators in the shared
-worker pool (`envs.workers`), and the results equal a sequential run's (each episode is decided by its seed;
-records are summarised in suite order).
+failure: the run stops there, naming the episode, and is not retried. Both are told apart by
+`envs.rollout.drive_with_retries`, the loop collection and the scenario search use too; an OSError writing our
+own files (a full disk) is neither's and stops the run as itself. The agent is made and checked against the
+budget once before any simulator or worker starts, so a bad agent is one line whatever `workers` is. A torn
+last line of episodes.jsonl (a run killed while writing it) is repaired on resume, naming the file; `workers=N`
+drives N simulators in the shared worker pool (`envs.workers`), and the results equal a sequential run's (each
+episode is decided by its seed; records are summarised in suite order).
 """
 from __future__ import annotations
 
@@ -37,11 +40,10 @@ from tqdm import tqdm
 
 from agent.export import WeightFileError
 from agent.registry import AgentError, make_agent, precision_of
-from envs.budget import BudgetExceeded, ComputeBudget, InvalidAction
-from envs.driving_env import DrivingEnv, ScenarioFailed, ServerDied
+from envs.budget import BudgetExceeded, ComputeBudget
+from envs.driving_env import DrivingEnv, ScenarioFailed
 from envs.provenance import code_version
-from envs.rollout import Comfort, TimeToCollision, rollout
-from envs.server.launch import ServerStartError
+from envs.rollout import AgentFailed, Comfort, TimeToCollision, drive_with_retries
 from envs.workers import Death, Executor, WorkerError, on_server, supervised
 from scenarios import metrics
 from scenarios.errors import ScenarioError
@@ -107,39 +109,6 @@ def print_table(results: dict) -> None:
           f"{results['route_completion']:7.2f} {results['infraction_penalty']:6.3f} {results['success_rate']:5.2f}")
 
 
-class AgentFailed(RuntimeError):
-    """The agent raised while driving an episode: its own failure, not retried."""
-
-
-class _Blamed:
-    """The agent as the rollout sees it: whatever its `reset` or `act` raises (or an action the budget refuses)
-    is the agent's failure, so that every other error of an episode can be told apart as the simulator's."""
-
-    def __init__(self, agent, name: str, env: DrivingEnv) -> None:
-        self._agent, self._name, self._env = agent, name, env
-
-    def __getattr__(self, attribute: str):
-        return getattr(self._agent, attribute)  # plan, waypoints, footprint: what observers and the budget read
-
-    def reset(self) -> None:
-        self._call("reset")
-
-    def act(self, obs):
-        return self._call("act", obs)
-
-    def _call(self, method: str, *args):
-        try:
-            return getattr(self._agent, method)(*args)
-        except (RuntimeError, TimeoutError) as exc:
-            # a privileged agent (the expert) reads the world: its RPC failing on a dead simulator is the
-            # simulator's failure (the env's own check, which reset uses to tell the two apart)
-            if not self._env.unwrapped._simulator_answers():
-                raise
-            raise AgentFailed(f"agent={self._name} raised in {method}(): {type(exc).__name__}: {exc}") from exc
-        except Exception as exc:
-            raise AgentFailed(f"agent={self._name} raised in {method}(): {type(exc).__name__}: {exc}") from exc
-
-
 class Evaluator:
     """One simulator and agent scoring the suite's episodes one after another: the sequential run's whole
     state, or one pool worker's."""
@@ -151,7 +120,7 @@ class Evaluator:
         self.keep_video = wanted_videos(cfg.videos)
         self.env = DrivingEnv(cfg.env)
         try:
-            self.agent = _Blamed(make_agent(str(cfg.agent), self.env, cfg), str(cfg.agent), self.env)
+            self.agent = make_agent(str(cfg.agent), self.env, cfg)
             self.budget = ComputeBudget.for_env(cfg.budget, self.env)
             self.budget.check(self.agent.footprint())
         except BaseException:
@@ -160,40 +129,33 @@ class Evaluator:
 
     def evaluate(self, index: int, say=print) -> tuple[dict | None, list[str]]:
         """Drive the suite's episode `index`: (its record, the simulator failures on the way), or (None, the
-        failures) when the simulator failed `retries` + 1 times. `say` reports each retry."""
-        episode = self.episodes[index]
-        failures: list[str] = []
-        while True:
+        failures) when the simulator failed `retries` + 1 times (`envs.rollout.drive_with_retries`). `say`
+        reports each retry."""
+        def observers() -> list:
             ttc = TimeToCollision()
-            observers = [ttc, Comfort(), Trace(self.out / TRACES, self.budget, ttc)]
+            watching = [ttc, Comfort(), Trace(self.out / TRACES, self.budget, ttc)]
             if self.cfg.videos != "none":
-                observers.append(EpisodeVideo(self.out / VIDEOS, self.agent, self.budget, self.keep_video))
-            try:
-                record = rollout(self.env, self.agent, self.budget, episode, observers=observers)
-                failure = record["failure"]  # the embedded simulator died mid-episode (the env stopped it)
-            except InvalidAction as exc:  # the budget refused what the agent answered
-                raise AgentFailed(f"agent={self.cfg.agent}: {exc} in episode {episode.key}") from exc
-            except AgentFailed as exc:
-                raise AgentFailed(f"{exc} in episode {episode.key} ({episode.scenario.file})") from exc
-            except ScenarioFailed:
-                raise  # the scenario's own fault, named by the env
-            except (ServerDied, ServerStartError, RuntimeError, TimeoutError, OSError) as exc:
-                # Died in reset, would not start, a remote one died, or it stopped answering in time (a
-                # time-out from a server that still answers a ping: hung or starved). Closing the env stops the
-                # embedded server, so the retry starts a fresh one.
-                failure = f"{type(exc).__name__}: {exc}"
-                self.env.close()
-            if failure is None:
-                record["simulator_failures"] = failures
-                return record, failures
-            failures.append(failure)
-            if len(failures) > self.retries:
-                return None, failures
-            say(f"{episode.key}: simulator failure ({failure}); not the agent's: restarting the simulator and "
-                f"driving the episode again (attempt {len(failures) + 1} of {self.retries + 1})")
+                watching.append(EpisodeVideo(self.out / VIDEOS, self.agent, self.budget, self.keep_video))
+            return watching
+
+        return drive_with_retries(self.env, self.agent, str(self.cfg.agent), self.budget, self.episodes[index],
+                                  observers=observers, retries=self.retries, say=say)
 
     def close(self) -> None:
         self.env.close()
+
+
+def check_agent(cfg: DictConfig) -> None:
+    """Make `cfg.agent` and check its footprint against `cfg.budget`, as every worker will, once in the driver
+    before any simulator or worker starts: an unknown agent, a refused weight file or a model that does not fit
+    (AgentError, WeightFileError, BudgetExceeded) is then one line, whatever `workers` is. A `DrivingEnv` starts
+    no simulator until its first reset."""
+    env = DrivingEnv(cfg.env)
+    try:
+        agent = make_agent(str(cfg.agent), env, cfg)
+        ComputeBudget.for_env(cfg.budget, env).check(agent.footprint())
+    finally:
+        env.close()
 
 
 _worker: Evaluator | None = None
@@ -214,10 +176,11 @@ def run(cfg: DictConfig) -> int:
     # DAgger and the table build their own eval configs: one driver, no videos, unless they ask
     cfg = OmegaConf.merge({"workers": 1, "retries": 2, "videos": "none"}, cfg)
     try:
-        suite, episodes = load_suite(str(cfg.suite), cfg.limit)
+        # the executor first: a missing Ray is named before a suite is compiled (seconds for a large one)
+        executor = Executor.from_cfg(cfg)
         precision = precision_of(cfg)
         wanted_videos(cfg.videos)
-        executor = Executor.from_cfg(cfg)
+        suite, episodes = load_suite(str(cfg.suite), cfg.limit)
     except (ScenarioError, AgentError, ValueError) as exc:
         print(f"slimdrive eval: {exc} (conf/eval.yaml)")
         return 2
@@ -254,6 +217,7 @@ def run(cfg: DictConfig) -> int:
                 bar.update()
 
             try:
+                check_agent(cfg)
                 workers = int(cfg.workers)
                 if workers <= 1 and executor.kind == "local":
                     evaluator = Evaluator(cfg, out)
@@ -285,8 +249,11 @@ def run(cfg: DictConfig) -> int:
                       f"kept in {log}: fix the cause and rerun to resume")
                 return 1
             except WorkerError as exc:
-                print(f"slimdrive eval: {exc}\nnot a simulator failure, so not retried; the episodes before it are "
-                      f"kept in {log}: fix the cause and rerun to resume")
+                # a worker's AgentFailed or ScenarioFailed, named by its class (the traceback adds nothing); any
+                # other exception in a worker is a defect, shown with its traceback
+                reason = exc.reason if exc.kind in ("AgentFailed", "ScenarioFailed") else str(exc)
+                print(f"slimdrive eval: {reason}\nnot a simulator failure, so not retried; the episodes before it "
+                      f"are kept in {log}: fix the cause and rerun to resume")
                 return 1
     # Suite order, whatever order they finished in, so that a parallel run summarises exactly as a sequential one
     order = {e.key: i for i, e in enumerate(episodes)}  # a folder may hold more episodes than this limit asks for

@@ -18,7 +18,11 @@ Resumable: every finished trial is a line of `<out>/trials.jsonl`; a rerun with 
 after the last one (the Optuna samplers are told the finished trials again first). With `baseline=random` (the
 default) a random search of as many trials runs beside an optimiser in `<out>/baseline-random`, and
 `<out>/report.json` compares their falsification rates at equal trials. Episodes run one after another on one
-simulator.
+simulator, through `envs.rollout.drive_with_retries` as eval's do: a simulator that dies mid-trial is restarted
+and the trial driven again (at most `retries`, 2, more times; after that the search stops, exit 1, and a rerun
+drives that trial again: it is never kept as an "invalid" point); an agent's exception stops the search naming
+the agent, trial and error (exit 1); a trial whose scenario behaviour fails is invalid, as an unplaceable one is.
+A torn last line of trials.jsonl (a search killed while writing it) is repaired on resume (`runs.read_log`).
 """
 from __future__ import annotations
 
@@ -35,13 +39,15 @@ from omegaconf import DictConfig
 
 from agent.registry import AgentError, make_agent
 from envs.budget import BudgetExceeded, ComputeBudget
-from envs.driving_env import DrivingEnv
-from envs.rollout import TimeToCollision, rollout
+from envs.driving_env import DrivingEnv, ScenarioFailed
+from envs.rollout import AgentFailed, TimeToCollision, drive_with_retries
 from scenarios import metrics
 from scenarios.compile import ScenarioSpec, compile_seeds, load_scenario
 from scenarios.errors import ScenarioError
 from scenarios.space import SearchSpace, concrete_text, search_space
 from scenarios.suites import Episode
+
+from .runs import EvalLogError, read_log
 
 SAMPLERS = ("tpe", "cmaes", "random", "lhs")
 OPTUNA_SAMPLERS = ("tpe", "cmaes")
@@ -53,6 +59,10 @@ SETTINGS = ("file_sha256", "agent", "objective", "sampler", "seed", "fail_below_
 
 class SearchError(ValueError):
     """A search that cannot run as configured; the message says which setting and what to do."""
+
+
+class TrialNotRun(RuntimeError):
+    """The simulator failed a trial's episode on every attempt: the search stops, and a rerun drives it again."""
 
 
 def is_failure(record: dict, fail_below_ds: float | None) -> bool:
@@ -159,13 +169,16 @@ class Runner:
     cfg: DictConfig
     env: DrivingEnv | None = None
 
-    def episode(self, spec: ScenarioSpec, seed: int) -> dict:
+    def episode(self, spec: ScenarioSpec, seed: int) -> tuple[dict | None, list[str]]:
+        """One trial's episode, a simulator failure retried as eval retries it (`drive_with_retries`):
+        (its record, the simulator failures), or (None, the failures) when the simulator failed every attempt."""
         if self.env is None:
             self.env = DrivingEnv(self.cfg.env)
             self.agent = make_agent(str(self.cfg.agent), self.env, self.cfg)
             self.budget = ComputeBudget.for_env(self.cfg.budget, self.env)
             self.budget.check(self.agent.footprint())
-        return rollout(self.env, self.agent, self.budget, Episode(spec, seed), observers=[TimeToCollision()])
+        return drive_with_retries(self.env, self.agent, str(self.cfg.agent), self.budget, Episode(spec, seed),
+                                  observers=lambda: [TimeToCollision()], retries=int(self.cfg.get("retries", 2)))
 
     def close(self) -> None:
         if self.env is not None:
@@ -199,7 +212,7 @@ def search(spec: ScenarioSpec, cfg: DictConfig, out: Path, sampler_kind: str, ru
     settings = _settings(spec, cfg, sampler_kind)
     _check_resume(out, settings)
     log = out / "trials.jsonl"
-    trials = [json.loads(line) for line in log.read_text().splitlines() if line.strip()] if log.exists() else []
+    trials = read_log(log)  # a search killed while appending a trial leaves a torn last line: repaired here
     sampler = make_sampler(sampler_kind, space, int(cfg.seed), int(cfg.trials))
     for t in trials:
         sampler.tell(t["trial"], t["values"], t["value"])
@@ -221,14 +234,20 @@ def search(spec: ScenarioSpec, cfg: DictConfig, out: Path, sampler_kind: str, ru
         except ScenarioError as exc:
             line.update(invalid=str(exc), value=None, failed=False)
         else:
-            record = runner.episode(trial_spec, seed)
-            if record["failure"]:
-                line.update(invalid=record["failure"], value=None, failed=False)
-            else:
+            try:
+                record, failures = runner.episode(trial_spec, seed)
+            except ScenarioFailed as exc:  # the drawn point makes the scenario's own behaviour fail: no episode
+                record, failures = None, []
+                line.update(invalid=str(exc), value=None, failed=False)
+            if record is not None:
                 line.update(invalid=None, value=objective_value(record, str(cfg.objective)),
                             failed=is_failure(record, cfg.fail_below_ds), driving_score=record["driving_score"],
                             min_ttc_s=record.get("min_ttc_s"), done=record["done"],
                             infractions=[i["kind"] for i in record["infractions"]], wall_s=record["wall_s"])
+            elif failures:
+                # not the trial's fault: left out of trials.jsonl, so that a rerun drives it again
+                raise TrialNotRun(f"trial {number} ({file}): the simulator failed {len(failures)} times "
+                                  f"({failures[-1]}); rerun the same command to resume from this trial")
         sampler.tell(number, values, line["value"])
         with log.open("a") as f:
             f.write(json.dumps(line) + "\n")
@@ -307,9 +326,16 @@ def run(cfg: DictConfig) -> int:
             base_out = out / f"baseline-{baseline}"
             report["baseline"] = summary(search(spec, cfg, base_out, str(baseline), runner), str(baseline))
             report["baseline"]["out"] = str(base_out)
-    except (SearchError, AgentError) as exc:
+    except (SearchError, AgentError, EvalLogError) as exc:
         print(f"slimdrive scenario search: {exc}")
         return 2
+    except TrialNotRun as exc:
+        print(f"slimdrive scenario search: {exc}")
+        return 1
+    except AgentFailed as exc:
+        print(f"slimdrive scenario search: {exc}; not a simulator failure, so not retried: fix the agent and rerun "
+              "to resume from this trial")
+        return 1
     except BudgetExceeded as exc:
         print(f"slimdrive scenario search: {exc} (budget: conf/budget/, e.g. budget=orin_int8)")
         return 2

@@ -31,16 +31,16 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from agent.registry import make_agent
-from envs.budget import ComputeBudget, InvalidAction
+from agent.export import WeightFileError
+from agent.registry import AgentError, make_agent
+from envs.budget import BudgetExceeded, ComputeBudget
 from envs.config import typed_config
-from envs.driving_env import DrivingEnv, ScenarioFailed, ServerDied
+from envs.driving_env import DrivingEnv, ScenarioFailed
 from envs.provenance import code_version, sha256_file
 from envs.rig import Rig
-from envs.rollout import Observer, Step, rollout
-from envs.server.launch import ServerStartError
-from envs.workers import Death, Executor, on_server, supervised
-from evaluation.evaluate import AgentFailed
+from envs.rollout import AgentFailed, Observer, Step, drive_with_retries
+from envs.workers import Death, Executor, WorkerError, on_server, supervised
+from evaluation.evaluate import check_agent
 from scenarios.errors import ScenarioError
 from scenarios.suites import Episode, load_suite
 
@@ -197,46 +197,32 @@ class Collector:
         """Drive and record the suite's episode `index`, watched also by `observers` (after the recorder);
         returns its episode record (with ``log``; None when the simulator failed every attempt).
 
-        A simulator failure is not the agent's: the simulator is restarted (closing the env stops an embedded
-        one; the next reset starts another) and the episode driven again, at most `retries` more times, each
-        failure recorded in failures.jsonl and the record's ``simulator_failures``. An error while the simulator
-        still answers is the agent's (`AgentFailed`) or the scenario's (`ScenarioFailed`): recorded, then raised,
-        since driving the same episode again would fail the same way."""
+        Whose failure is told as eval tells it (`envs.rollout.drive_with_retries`): a simulator failure is
+        retried at most `retries` more times, each recorded in failures.jsonl and the record's
+        ``simulator_failures``; the agent's (`AgentFailed`) or the scenario's (`ScenarioFailed`) is recorded, then
+        raised, since driving the same episode again would fail the same way."""
         episode, key = self.episodes[index], log_key(self.episodes[index])
         noisy = noisy_episode(episode.key, self.noise.share)
         max_steps = self.cfg.get("max_steps")
-        failures: list[str] = []
-        while True:
-            recorder = Recorder(self.out, episode, str(self.cfg.agent), self.noise if noisy else None)
-            record = None
-            try:
-                record = rollout(self.env, self.agent, self.budget, episode, observers=[recorder, *observers],
-                                 teacher=self.teacher, perturb=TriangularNoise(self.noise) if noisy else None,
-                                 max_steps=int(max_steps) if max_steps else None)
-                failure = record["failure"]  # the embedded simulator died mid-episode (the env stopped it)
-            except ScenarioFailed as exc:
-                record_failure(self.out, key, "scenario", str(exc))
-                raise
-            except (ServerDied, ServerStartError) as exc:  # died in reset, would not start, or a remote one died
-                failure = f"{type(exc).__name__}: {exc}"
-            except Exception as exc:
-                if isinstance(exc, InvalidAction) or self.env.unwrapped._simulator_answers():
-                    reason = f"agent={self.cfg.agent} failed in episode {key} ({episode.scenario.file}): " \
-                             f"{type(exc).__name__}: {exc}"
-                    record_failure(self.out, key, "agent", reason)
-                    raise AgentFailed(reason) from exc
-                failure = f"the simulator stopped answering: {type(exc).__name__}: {exc}"
-            if failure is None:
-                return {**record, "simulator_failures": failures}
-            record_failure(self.out, key, "simulator", failure)
-            failures.append(failure)
-            self.env.close()
-            retries = int(self.cfg.get("retries", 2))
-            if len(failures) > retries:
-                tried = record or {"scenario": episode.scenario.scenario.name, "seed": episode.seed, "steps": 0}
-                return {**tried, "log": None, "failure": failure, "simulator_failures": failures}
-            print(f"{key}: simulator failure ({failure}); not the agent's: restarting the simulator and collecting "
-                  f"the episode again (attempt {len(failures) + 1} of {retries + 1})")
+        try:
+            record, failures = drive_with_retries(
+                self.env, self.agent, str(self.cfg.agent), self.budget, episode,
+                observers=lambda: [Recorder(self.out, episode, str(self.cfg.agent), self.noise if noisy else None),
+                                   *observers],
+                retries=int(self.cfg.get("retries", 2)), teacher=self.teacher,
+                perturb=lambda: TriangularNoise(self.noise) if noisy else None,
+                max_steps=int(max_steps) if max_steps else None,
+                on_simulator_failure=lambda reason: record_failure(self.out, key, "simulator", reason))
+        except ScenarioFailed as exc:
+            record_failure(self.out, key, "scenario", str(exc))
+            raise
+        except AgentFailed as exc:
+            record_failure(self.out, key, "agent", str(exc))
+            raise
+        if record is None:
+            return {"scenario": episode.scenario.scenario.name, "seed": episode.seed, "steps": 0, "log": None,
+                    "failure": failures[-1], "simulator_failures": failures}
+        return record
 
     def close(self) -> None:
         self.env.close()
@@ -258,8 +244,8 @@ def _collect_in_worker(index: int) -> dict:
 
 def run(cfg: DictConfig) -> int:
     try:
+        executor = Executor.from_cfg(cfg)  # first: a missing Ray is named before the suite is compiled
         suite, episodes = load_suite(str(cfg.suite))
-        executor = Executor.from_cfg(cfg)
     except (ScenarioError, ValueError) as exc:
         print(f"slimdrive collect: {exc}")
         return 2
@@ -285,39 +271,56 @@ def run(cfg: DictConfig) -> int:
             bar.set_postfix_str(f"{record['scenario']}#{record['seed']} {record['steps']} steps")
             bar.update()
 
-        workers = int(cfg.workers)
-        if workers <= 1 and executor.kind == "local":
-            collector = Collector(cfg)
-            try:
-                for index in todo:
-                    finished(collector.collect(index))
-            except (AgentFailed, ScenarioFailed) as exc:
-                print(f"slimdrive collect: {exc} (recorded in {out / FAILURES}); nothing retried: the same episode "
-                      "would fail the same way")
-                return 1
-            finally:
-                collector.close()
-        else:
-            retries = int(cfg.get("retries", 2))
+        stopped = f"(recorded in {out / FAILURES}); nothing retried: the same episode would fail the same way"
+        try:
+            check_agent(cfg)  # once, before any simulator or worker starts: one line whatever `workers` is
+            workers = int(cfg.workers)
+            if workers <= 1 and executor.kind == "local":
+                collector = Collector(cfg)
+                try:
+                    for index in todo:
+                        finished(collector.collect(index))
+                finally:
+                    collector.close()
+            else:
+                retries = int(cfg.get("retries", 2))
 
-            def died(death: Death) -> None:
-                if death.task is None:
-                    bar.write(f"collection worker pid {death.pid} died ({death.cause}) while starting; "
-                              "starting another")
-                    return
-                what = f"{log_key(episodes[death.task])} (suite episode {death.task})"
-                record_failure(out, log_key(episodes[death.task]), "worker", f"worker pid {death.pid} {death.cause}")
-                if death.retried:
-                    bar.write(f"collection worker pid {death.pid} died ({death.cause}) while collecting {what}; "
-                              f"collecting it again in a new worker (attempt {death.attempt + 1} of {retries + 1})")
-                else:
-                    bar.write(f"collection worker pid {death.pid} died ({death.cause}) while collecting {what}; "
-                              f"giving it up after {death.attempt} attempts")
-                    bar.update()
+                def died(death: Death) -> None:
+                    if death.task is None:
+                        bar.write(f"collection worker pid {death.pid} died ({death.cause}) while starting; "
+                                  "starting another")
+                        return
+                    what = f"{log_key(episodes[death.task])} (suite episode {death.task})"
+                    record_failure(out, log_key(episodes[death.task]), "worker",
+                                   f"worker pid {death.pid} {death.cause}")
+                    if death.retried:
+                        bar.write(f"collection worker pid {death.pid} died ({death.cause}) while collecting {what}; "
+                                  f"collecting it again in a new worker (attempt {death.attempt + 1} of "
+                                  f"{retries + 1})")
+                    else:
+                        bar.write(f"collection worker pid {death.pid} died ({death.cause}) while collecting {what}; "
+                                  f"giving it up after {death.attempt} attempts")
+                        bar.update()
 
-            gave_up = supervised(todo, workers, _start_worker, (OmegaConf.to_yaml(cfg),), _collect_in_worker,
-                                 lambda _, record: finished(record), died, retries, executor)
-            failed += [f"{log_key(episodes[d.task])}: its worker died {d.attempt} times ({d.cause})" for d in gave_up]
+                gave_up = supervised(todo, workers, _start_worker, (OmegaConf.to_yaml(cfg),), _collect_in_worker,
+                                     lambda _, record: finished(record), died, retries, executor)
+                failed += [f"{log_key(episodes[d.task])}: its worker died {d.attempt} times ({d.cause})"
+                           for d in gave_up]
+        except BudgetExceeded as exc:  # refused before the first step: the model does not fit the device
+            print(f"slimdrive collect: {exc} (agent={cfg.agent}, budget in conf/collect.yaml)")
+            return 2
+        except (AgentError, WeightFileError) as exc:  # no such agent, or a refused weight file: before any episode
+            print(f"slimdrive collect: {exc} (conf/collect.yaml)")
+            return 2
+        except (AgentFailed, ScenarioFailed) as exc:
+            print(f"slimdrive collect: {exc} {stopped}")
+            return 1
+        except WorkerError as exc:
+            if exc.kind not in ("AgentFailed", "ScenarioFailed"):
+                raise  # any other exception in a worker is a defect: its traceback is the report
+            # the worker recorded it in failures.jsonl before raising; its class and message come back by name
+            print(f"slimdrive collect: {exc.reason} {stopped}")
+            return 1
     for line in failed:
         print(f"not committed (rerun to collect it): {line}")
     print(f"wrote {len(committed_keys(out))} episodes to {out} (manifest {out / 'manifest.jsonl'})")

@@ -12,7 +12,8 @@ join the data and the learner is trained again. Each round here:
 2. **fine-tune**: training resumes from the previous round's weights on all data so far; steps where the
    policy and the expert disagreed are drawn `critical_weight` times more often (DA-RB, Prakash et al.,
    "Exploring Data Aggregation in Policy Learning for Vision-based Urban Autonomous Driving", CVPR 2020);
-3. **score**: the new policy drives a fixed subset of `val_suite` with `slimdrive eval`'s suite runner; round 0
+3. **score**: the new policy drives a fixed subset of `val_suite` with `slimdrive eval`'s suite runner under
+   `slimdrive eval`'s defaults (its budget, not collection's; `score`); round 0
    scores the behaviour-cloning start, so `dagger.json` and TensorBoard (`val/driving_score`) show whether the
    rounds help.
 
@@ -31,6 +32,7 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.tensorboard import SummaryWriter
 
+from envs.config import compose
 from evaluation import evaluate
 from scenarios.errors import ScenarioError
 from scenarios.suites import load_suite, suite_path
@@ -72,9 +74,17 @@ def write_subset_suite(source: str, episodes: int, seed: int, path: Path, name: 
 
 
 def score(cfg: DictConfig, run: Path, suite: Path, out: Path) -> dict:
-    """Closed-loop results of the policy of `run` on `suite`, by the suite runner of `slimdrive eval`."""
-    eval_cfg = OmegaConf.merge(cfg, {"agent": str(policy_file(run)), "suite": str(suite), "out": str(out),
-                                     "limit": None})
+    """Closed-loop results of the policy of `run` on `suite`, by the suite runner of `slimdrive eval`, under
+    `slimdrive eval`'s own defaults (conf/eval.yaml: its compute budget, retries, precision), so that a round's
+    driving score is the number a user would measure. Only what DAgger decides is set over them: the policy,
+    the suite and folder, the simulators in parallel (`collect_workers`, as for the rounds' rollouts: DAgger's
+    `workers` is the DataLoader's, as in `slimdrive train`), where they run (`executor`, `ray`), no videos, and
+    the env the policy drove in for its data (by default eval's own: env/default at 128x64), since a policy is
+    scored on the cameras it was trained from."""
+    eval_cfg = OmegaConf.merge(compose("eval"), {
+        "agent": str(policy_file(run)), "suite": str(suite), "out": str(out), "limit": None,
+        "workers": int(cfg.collect_workers), "executor": cfg.executor, "ray": cfg.ray, "videos": "none",
+        "env": cfg.env})
     if evaluate.run(eval_cfg) != 0:
         raise DaggerError(f"evaluating {policy_file(run)} on {suite} failed (see above); rerun to resume")
     return json.loads((out / "results.json").read_text())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -76,3 +77,26 @@ def test_an_unknown_agent_names_what_is_accepted(tmp_path):
         make_agent(str(tmp_path / "nothing.safetensors"), env=None)
     with pytest.raises(AgentError, match="cannot import 'Nope' from module 'json'"):
         make_agent("json:Nope", env=None)
+
+
+SHORT_SUITE = Path(__file__).resolve().parents[1] / "training" / "scenarios" / "short.yaml"  # four short drives
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_an_agent_that_cannot_be_made_is_one_line_whatever_the_workers(tmp_path, capsys, workers):
+    """The driver makes the agent once before any simulator or worker starts: with workers=2 as with 1, an
+    unknown agent is one line naming it and the config file (exit 2), not a worker's traceback; an oversize
+    model is refused the same way, naming the budget."""
+    out = tmp_path / "eval"
+    assert main(["eval", "agent=json:Nope", f"suite={SHORT_SUITE}", f"out={out}", f"workers={workers}"]) == 2
+    said = capsys.readouterr().out
+    assert "slimdrive eval: agent=json:Nope" in said and "cannot import 'Nope' from module 'json'" in said
+    assert "(conf/eval.yaml)" in said and "Traceback" not in said
+    assert not (out / "episodes.jsonl").exists()
+
+    torch.manual_seed(0)
+    large_net = DrivingNet(ModelConfig(quant="none", dim=256, heads=4, fusion_layers=3))  # 9.4 MB: over 4 MiB
+    large = save_checkpoint(large_net, tmp_path / "large.safetensors")
+    assert main(["eval", f"agent={large}", f"suite={SHORT_SUITE}", f"out={out}", f"workers={workers}"]) == 2
+    said = capsys.readouterr().out
+    assert f"agent={large}, budget in conf/eval.yaml" in said and "Traceback" not in said

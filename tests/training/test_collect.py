@@ -263,7 +263,8 @@ def test_an_agent_failure_is_recorded_as_the_agents_and_not_retried(short_suite,
     args = _collect_args(short_suite, small_rig, out, "max_steps=30", "agent=crashing_agent:RaisingExpert")
     assert slimdrive.main(args) == 1
     said = capsys.readouterr().out
-    assert "slimdrive collect: agent=crashing_agent:RaisingExpert failed in episode short_drive-s0" in said
+    assert "slimdrive collect: agent=crashing_agent:RaisingExpert raised in act(): ValueError" in said
+    assert "in episode short_drive#0" in said
     assert "ValueError: a bug in the agent at step 10" in said and "nothing retried" in said
     (line,) = [json.loads(text) for text in (out / FAILURES).read_text().splitlines()]
     assert line["episode"] == "short_drive-s0" and line["kind"] == "agent" and "a bug in the agent" in line["reason"]
@@ -290,3 +291,30 @@ def test_a_damaged_episode_is_refused_naming_the_file(collected, tmp_path, capsy
             DrivingLogDataset(root, "all", checksum=checksum)
         message = str(refused.value)
         assert str(path) in message and "slimdrive dataset verify" in message and "rerun collect" in message
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_an_agent_that_cannot_be_made_is_one_line_whatever_the_workers(short_suite, small_rig, tmp_path, capsys,
+                                                                         workers):
+    """The driver makes the agent once before any simulator or worker starts: an unknown agent is one line
+    naming it and the config file (exit 2), with workers=2 as with 1, and nothing is recorded."""
+    out = tmp_path / "data"
+    assert slimdrive.main(_collect_args(short_suite, small_rig, out, "agent=json:Nope", f"workers={workers}")) == 2
+    said = capsys.readouterr().out
+    assert "slimdrive collect: agent=json:Nope" in said and "cannot import 'Nope' from module 'json'" in said
+    assert "(conf/collect.yaml)" in said and "Traceback" not in said
+    assert not read_manifest(out).entries
+
+
+def test_an_agent_failure_in_a_worker_is_one_line_and_recorded(short_suite, small_rig, tmp_path, capsys):
+    """An agent raising inside a pool worker comes back by its kind: one line naming the agent, the episode and
+    the error (exit 1), as with workers=1; the worker recorded it in failures.jsonl."""
+    out = tmp_path / "data"
+    args = _collect_args(short_suite, small_rig, out, "max_steps=30", "agent=crashing_agent:RaisingExpert",
+                         "workers=2")
+    assert slimdrive.main(args) == 1
+    said = capsys.readouterr().out
+    assert "slimdrive collect: agent=crashing_agent:RaisingExpert raised in act(): ValueError: a bug in the agent" \
+        in said and "in episode short_drive#" in said and "nothing retried" in said and "Traceback" not in said
+    lines = [json.loads(text) for text in (out / FAILURES).read_text().splitlines()]
+    assert lines and all(line["kind"] == "agent" for line in lines)
