@@ -178,7 +178,7 @@ class Runner:
             self.budget = ComputeBudget.for_env(self.cfg.budget, self.env)
             self.budget.check(self.agent.footprint())
         return drive_with_retries(self.env, self.agent, str(self.cfg.agent), self.budget, Episode(spec, seed),
-                                  observers=lambda: [TimeToCollision()], retries=int(self.cfg.get("retries", 2)))
+                                  observers=lambda: [TimeToCollision()], retries=int(self.cfg.retries))
 
     def close(self) -> None:
         if self.env is not None:
