@@ -68,7 +68,11 @@ class ActorRunner:
         self.half_length = actor.bounding_box.extent.x
         if spec.kind == "vehicle":
             start = world_map.get_waypoint(spec.transform.location, project_to_road=True, lane_type=carla.LaneType.Any)
-            self.path = LanePath(start)
+            # the path is laid 40 m ahead at once: with the turn of the first step that drives, so that a vehicle
+            # standing close to a junction takes the turn its file asks for there
+            turn = next((s.params.turn for s in spec.steps if s.primitive in ("follow_lane", "run_red_light")),
+                        "straight")
+            self.path = LanePath(start, turn)
 
     @property
     def step(self) -> Step | None:
@@ -129,7 +133,9 @@ class ActorRunner:
         ctx.events.add(f"{self.spec.id}.{step.name}.started")
         p = step.params
         if step.primitive in ("follow_lane", "run_red_light"):
-            self.path.turn = p.turn
+            if p.turn != self.path.turn:  # another turn than the path was laid with: lay it again from here
+                here = w.world_map.get_waypoint(location, project_to_road=True, lane_type=carla.LaneType.Any)
+                self.path = LanePath(here, p.turn)
             self.ignore_lights = step.primitive == "run_red_light" or not p.obey_lights
         if step.primitive == "change_lane":
             here = w.world_map.get_waypoint(location, project_to_road=True, lane_type=carla.LaneType.Any)
