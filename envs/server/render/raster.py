@@ -92,13 +92,17 @@ class Faces:
     color: np.ndarray  # (F + 1, 3) float32 BGR
     emissive: np.ndarray  # (F + 1,) bool
     tag: np.ndarray  # (F + 1,) uint8
+    owner: np.ndarray  # (F + 1,) int64 id of the actor a face belongs to (0: scenery, ground or sky)
 
     @staticmethod
-    def of(boxes: BoxSet) -> Faces:
+    def of(boxes: BoxSet, owner: np.ndarray | None = None) -> Faces:
+        """`owner`: the actor id of each box (None: all scenery)."""
         pad = lambda table, first: np.concatenate([np.asarray(first, table.dtype)[None], table])  # noqa: E731
         normal = boxes.normals().reshape(-1, 3)
+        box_owner = np.zeros(len(boxes), np.int64) if owner is None else np.asarray(owner, np.int64)
         return Faces(pad(normal, (0.0, 0.0, 1.0)), pad(boxes.color.reshape(-1, 3), (0, 0, 0)),
-                     pad(boxes.emissive.reshape(-1), False), pad(boxes.tag.reshape(-1), 0))
+                     pad(boxes.emissive.reshape(-1), False), pad(boxes.tag.reshape(-1), 0),
+                     pad(np.repeat(box_owner, 6), 0))
 
 
 @dataclass
@@ -118,6 +122,11 @@ class Geometry:
     ground_depth: np.ndarray  # (H, W) float32 depth of the ground plane along each ray (FAR where it misses)
 
     _tag: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def owner(self) -> np.ndarray:
+        """(H, W) int64 id of the actor each pixel sees (0: scenery, ground or sky)."""
+        return np.take(self.faces.owner, self.ids)
 
     @property
     def tag(self) -> np.ndarray:

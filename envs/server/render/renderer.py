@@ -73,6 +73,7 @@ class Renderer:
     _actor_owner: np.ndarray = field(default_factory=lambda: np.zeros(0, np.intp))  # box -> actor row
     _tick_key: tuple = ()
     _tick_boxes: BoxSet = field(default_factory=BoxSet.empty)
+    _tick_owner: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # box -> actor id (0: scenery)
     _tick_faces: Faces = field(default_factory=lambda: Faces.of(BoxSet.empty()))
     _tick_light: Lighting | None = None
     _geometry: dict[tuple, _Pending] = field(default_factory=dict)  # this tick's geometry passes by camera pose
@@ -115,16 +116,26 @@ class Renderer:
             self._actor_local = BoxSet.concat([shape for _, shape in movers])
             self._actor_owner = np.repeat(np.arange(len(movers)), [len(shape) for _, shape in movers])
         sets = [self.scene.boxes, self._lamp_boxes]
+        owners = [np.zeros(len(self.scene.boxes) + len(self._lamp_boxes), np.int64)]
         if movers:
+            owners.append(np.array([actor.id for actor, _ in movers], np.int64)[self._actor_owner])
             local, owner = self._actor_local, self._actor_owner
             location = np.array([actor.transform[:3] for actor, _ in movers])[owner]
             rotation = np.array([rotation_matrix(*actor.transform[3:6]) for actor, _ in movers])[owner]
             sets.append(BoxSet(np.einsum("nij,nj->ni", rotation, local.center) + location,
                                np.matmul(rotation, local.rot), local.extent, local.color, local.tag, local.emissive))
         self._tick_key, self._tick_boxes = key, BoxSet.concat(sets)
-        self._tick_faces = Faces.of(self._tick_boxes)
+        self._tick_owner = np.concatenate(owners)
+        self._tick_faces = Faces.of(self._tick_boxes, self._tick_owner)
         self._tick_light = lighting(world.weather)
         self._geometry.clear()
+
+    def boxes(self, world) -> tuple[BoxSet, np.ndarray]:
+        """This tick's boxes as the cameras draw them (scenery, traffic-light lamps, every actor without a parent)
+        and the id of the actor each belongs to (0: scenery): what the LiDAR, radar and obstacle sensors measure."""
+        self._prepare(world)
+        with self._lock:
+            return self._tick_boxes, self._tick_owner
 
     def geometry(self, world, pose: np.ndarray, intr: Intrinsics) -> Geometry:
         """The geometry pass of a camera pose this tick, made once for all cameras on that mount (RGB, depth and
