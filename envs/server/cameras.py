@@ -2,7 +2,9 @@
 
 Payload (LibCarla's ImageSerializer): the 48-byte sensor header (frame, timestamp, sensor transform), then
 packed `<IIf` {width, height, fov} and width*height*4 bytes BGRA. Depth uses CARLA's encoding
-`(R + G*256 + B*256^2) / (256^3 - 1) * 1000` m; semantic images carry the tag in R with G and B zero.
+`(R + G*256 + B*256^2) / (256^3 - 1) * 1000` m; semantic images carry the tag in R with G and B zero;
+instance segmentation (`sensor.camera.instance_segmentation`, LibCarla 0.9.16's SensorRegistry position 15) carries
+the tag in R and the id of the actor seen in G (low byte) and B (high byte), 0 for scenery, ground and sky.
 The classes are registered in `sensors._MODELS`; they subclass `sensor_model.SensorModel`.
 """
 from __future__ import annotations
@@ -31,6 +33,12 @@ def encode_depth(depth: np.ndarray) -> np.ndarray:
 def encode_semantic(tag: np.ndarray) -> np.ndarray:
     """(H, W) uint8 tags -> (H, W) uint32 whose bytes are BGRA with the tag in R."""
     return (tag.astype(np.uint32) << 16) | OPAQUE
+
+
+def encode_instance(tag: np.ndarray, owner: np.ndarray) -> np.ndarray:
+    """(H, W) tags and actor ids -> (H, W) uint32 whose bytes are BGRA: B = id >> 8, G = id & 255, R = tag."""
+    ids = owner.astype(np.uint32) & 0xFFFF
+    return (ids >> 8) | ((ids & 255) << 8) | (tag.astype(np.uint32) << 16) | OPAQUE
 
 
 def encode_color(bgr: np.ndarray) -> np.ndarray:
@@ -94,3 +102,11 @@ class SemanticCamera(CameraSensor):
 
     def pixels(self, world, actor) -> np.ndarray:
         return encode_semantic(_renderer(world).geometry(world, actor.transform, self.intr).tag)
+
+
+class InstanceSegmentationCamera(CameraSensor):
+    type_id = 15  # AInstanceSegmentationCamera's position in LibCarla 0.9.16's SensorRegistry
+
+    def pixels(self, world, actor) -> np.ndarray:
+        geometry = _renderer(world).geometry(world, actor.transform, self.intr)
+        return encode_instance(geometry.tag, geometry.owner)

@@ -1,4 +1,5 @@
-"""Server-side sensors that are not cameras: collision events, GNSS and IMU measurements.
+"""Server-side sensors that are not cameras: collision events, GNSS and IMU measurements (LiDARs, radar and the
+obstacle sensor are in `lidar.py`); `make_sensor_model` maps every streamed blueprint to its model.
 
 Each model turns the world after a tick into zero or more stream payloads (header + data) in the layouts
 of LibCarla's serializers (msgpack arrays after the 48-byte header). `sensor.other.lane_invasion` is computed
@@ -13,8 +14,9 @@ from collections.abc import Callable
 import msgpack
 import numpy as np
 
-from .cameras import DepthCamera, RgbCamera, SemanticCamera
+from .cameras import DepthCamera, InstanceSegmentationCamera, RgbCamera, SemanticCamera
 from .geometry import rotation_matrix
+from .lidar import ObstacleSensor, Radar, RayCastLidar, RayCastSemanticLidar
 from .protocol import SENSOR_TYPE_ID
 from .sensor_model import SensorModel, number
 
@@ -105,6 +107,11 @@ _MODELS = {
     "sensor.camera.rgb": RgbCamera,
     "sensor.camera.depth": DepthCamera,
     "sensor.camera.semantic_segmentation": SemanticCamera,
+    "sensor.camera.instance_segmentation": InstanceSegmentationCamera,
+    "sensor.lidar.ray_cast": RayCastLidar,
+    "sensor.lidar.ray_cast_semantic": RayCastSemanticLidar,
+    "sensor.other.radar": Radar,
+    "sensor.other.obstacle": ObstacleSensor,
     "sensor.other.collision": CollisionSensor,
     "sensor.other.gnss": GnssSensor,
     "sensor.other.imu": ImuSensor,
