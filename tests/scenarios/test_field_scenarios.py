@@ -127,3 +127,38 @@ def test_expert_yields_to_a_vehicle_turning_left_across_its_path(expert_env, wea
     ego_at_crossing = int(np.argmax(ego[:, 1] < crossing_y + 2.5))  # its front bumper reaches the crossing
     assert ego_at_crossing > leave, "the ego reached the crossing before the turner had left its lane"
     assert ego[k:leave, 3].min() < 0.7 * ego[k, 3], "the expert did not slow down for the turner"
+
+
+# ----------------------------------------------------------------------------------- (c) crossing bicycle flow
+BICYCLE_FLOW = LIBRARY / "crossing_bicycle_flow.yaml"
+BIKES = ("bike_1", "bike_2", "bike_3")
+
+
+@pytest.mark.parametrize("weather,seed", sorted(weather_seeds(BICYCLE_FLOW).items()))
+def test_expert_waits_for_a_flow_of_crossing_bicycles(expert_env, weather, seed):
+    """The three cyclists stand until the first one's trigger, then ride off together, in order and a few metres
+    apart, straight through the junction across the ego's lane from its right, the first while the ego is 5-40 m
+    short of the crossing; the expert slows and reaches the crossing only after the last one has left its lane."""
+    record, rec = drive_expert(expert_env, BICYCLE_FLOW, seed)
+    assert passed(record), summary(record)
+    ego = np.array(rec.ego)
+    k = released_step(record, "bike_1")
+    lane_x, crossing_y = ego[0, 0], -91.75  # the ego drives along x = 181.75 (towards -y); the flow along y
+    left_lane = []
+    for name in BIKES:
+        bike = rec.track(name)
+        assert np.hypot(*(bike[:k, :2] - bike[0, :2]).T).max() < 0.3, f"{name} moved before the flow's trigger"
+        assert released_step(record, name) == k, f"{name} did not ride off with the flow"
+        assert np.abs(bike[:, 1] - crossing_y).max() < 0.5 and bike[-1, 0] < lane_x - 10.0, f"{name} did not cross"
+        in_lane = np.flatnonzero(np.abs(bike[:, 0] - lane_x) < 1.75 + 1.0)  # its footprint over the ego's lane
+        left_lane.append(in_lane[-1])
+        if name == "bike_1":
+            first_in = in_lane[0]
+    assert left_lane == sorted(left_lane), "the cyclists did not cross in order"
+    spacing = [rec.track(b)[first_in, 0] for b in BIKES]
+    assert all(2.5 < b - a < 10.0 for a, b in zip(spacing, spacing[1:])), f"not a flow: at {spacing}"
+    short = ego[first_in, 1] - crossing_y
+    assert 5.0 < short < 40.0, f"the ego was {short:.1f} m short of the crossing when the flow reached its lane"
+    ego_at_crossing = int(np.argmax(ego[:, 1] < crossing_y + 2.5))  # its front bumper at the crossing
+    assert ego_at_crossing > left_lane[-1], "the ego reached the crossing before the last cyclist had cleared it"
+    assert ego[k:left_lane[-1], 3].min() < 0.5 * ego[k, 3], "the expert did not slow down for the flow"
