@@ -110,7 +110,7 @@ def _vehicle(bp_id: str, base_type: str, extent, *, wheels: int = 4, special: st
 
 def _walker(number: int, child: bool, gender: str, extent=None) -> Blueprint:
     extent = extent or ((0.2, 0.2, 0.6) if child else (0.25, 0.25, 0.9))
-    speeds = ("0.0", "1.0", "1.8") if child else ("0.0", "1.4", "2.5")  # still, walking, running (m/s)
+    speeds = ("0.0", "1.4", "2.5")  # still, walking, running (m/s): recommended_values[1] and [2] in CARLA's examples
     attributes = (
         _role_name("pedestrian"),
         Attribute("is_invincible", ATTR_BOOL, "true", (), True),
