@@ -164,11 +164,11 @@ _LIDAR = (
 
 BLUEPRINTS: tuple[Blueprint, ...] = (
     _vehicle("vehicle.tesla.model3", "car", (2.40, 1.08, 0.75)),
-    _vehicle("vehicle.lincoln.mkz_2020", "car", (2.45, 1.06, 0.76)),
+    _vehicle("vehicle.lincoln.mkz_2020", "car", (2.45, 1.06, 0.76), doors=True),
     _vehicle("vehicle.audi.a2", "car", (1.85, 0.91, 0.77), mass=1100.0, power=60.0),
     _vehicle("vehicle.toyota.prius", "car", (2.26, 1.00, 0.76), mass=1400.0, power=70.0),
-    _vehicle("vehicle.mercedes.coupe_2020", "car", (2.34, 1.00, 0.72)),
-    _vehicle("vehicle.nissan.patrol_2021", "car", (2.78, 1.07, 1.02), mass=2700.0),
+    _vehicle("vehicle.mercedes.coupe_2020", "car", (2.34, 1.00, 0.72), doors=True),
+    _vehicle("vehicle.nissan.patrol_2021", "car", (2.78, 1.07, 1.02), mass=2700.0, doors=True),
     _vehicle("vehicle.mercedes.sprinter", "van", (2.96, 1.00, 1.28), mass=2500.0, accel=2.5, power=55.0),
     _vehicle("vehicle.volkswagen.t2_2021", "van", (2.24, 1.00, 1.03), mass=1800.0, accel=2.0, power=35.0),
     _vehicle("vehicle.carlamotors.carlacola", "truck", (2.60, 1.30, 1.25), tag="truck", mass=6000.0,
@@ -179,7 +179,7 @@ BLUEPRINTS: tuple[Blueprint, ...] = (
              accel=1.3, power=25.0, brake=5.5, vmax=25.0),
     _vehicle("vehicle.ford.ambulance", "van", (3.18, 1.19, 1.20), special="emergency", mass=3500.0,
              accel=2.8, power=60.0, colors=("255,255,255",)),
-    _vehicle("vehicle.dodge.charger_police_2020", "car", (2.50, 1.04, 0.77), special="emergency",
+    _vehicle("vehicle.dodge.charger_police_2020", "car", (2.50, 1.04, 0.77), special="emergency", doors=True,
              colors=("20,20,20",)),
     _vehicle("vehicle.carlamotors.firetruck", "truck", (4.25, 1.45, 1.90), tag="truck", special="emergency",
              mass=14000.0, steer=35.0, accel=1.5, power=30.0, brake=6.0, vmax=30.0, colors=("200,20,20",)),

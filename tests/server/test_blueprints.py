@@ -76,6 +76,10 @@ def test_attributes_scripts_read(world):
     assert charger.get_attribute("generation").as_int() == 2
     assert charger.get_attribute("has_dynamic_doors").as_bool() and charger.get_attribute("has_lights").as_bool()
     assert library.find("vehicle.lincoln.mkz_2017").get_attribute("generation").as_int() == 1
+    # scenario_runner's door-opening scenarios ask for {"has_dynamic_doors": True, "base_type": "car"}
+    doors = {bp.id for bp in library.filter("vehicle.*") if bp.get_attribute("has_dynamic_doors").as_bool()
+             and bp.get_attribute("base_type").as_str() == "car"}
+    assert {"vehicle.dodge.charger_2020", "vehicle.lincoln.mkz_2020", "vehicle.ford.crown"} <= doors
     assert library.find("vehicle.ford.crown").get_attribute("special_type").as_str() == "taxi"
     assert library.find("vehicle.carlamotors.firetruck").get_attribute("special_type").as_str() == "emergency"
     color = library.find("vehicle.lincoln.mkz_2017").get_attribute("color")
