@@ -24,7 +24,7 @@ from . import protocol as pr
 from .blueprints import BLUEPRINTS
 from .geometry import rotation_angles
 from .render.renderer import renderer_for, renderer_in_background
-from .world import CarlaError, NotServed, World, not_served
+from .world import WALKER_AI_CONTROLLER, CarlaError, NotServed, World, not_served
 
 log = logging.getLogger("slimdrive.server")
 RpcFunction = Callable[..., object]
@@ -86,6 +86,7 @@ class Simulator:
         # (tick_cue) has been answered, so that world.tick() returns while cameras render
         self.measure_sensors: Callable[[Callable[[], None]], None] = lambda measure: measure()
         self.answer_discarded = False  # whether the client discards the answer to the call being run (transport)
+        self._refused_walker_states: set[int] = set()  # walkers whose refused ApplyWalkerState has been logged
 
     def _new_world(self, name: str, xodr: str, observer_stream: int) -> World:
         if name == GENERATED_MAP_NAME:
@@ -190,9 +191,31 @@ class Simulator:
             raise CarlaError(f"set_episode_settings: {exc}") from exc
         return self.world.frame
 
+    # ------------------------------------------------------------------------------ walker navigation
+    # CARLA's client runs walker navigation itself (Detour, as in CARLA) from the map's navigation mesh, which it
+    # asks for as a required file of the folder "Nav" (0.9.16) or with get_navigation_mesh (later clients), and
+    # keeps in its file cache under the file's name: the name carries the mesh's hash (envs/server/navigation.py).
     @call()
     def get_required_files(self, folder: str = "") -> list:
-        return []  # served: the client needs no files (the map comes whole with get_map_data)
+        """The map's navigation file for the folder "Nav" (or all folders: ""); no other files (the map comes whole
+        with get_map_data). None on a map without sidewalks: the client then has no navigation."""
+        mesh = self.world.navigation if str(folder).strip("/").split("/")[-1] in ("", "Nav") else None
+        return [mesh.file_name] if mesh is not None else []
+
+    @call()
+    def request_file(self, name: str) -> bytes:
+        mesh = self.world.navigation
+        if mesh is None or str(name) != mesh.file_name:
+            raise CarlaError(f"request_file: no file '{name}'" + (f"; the map's navigation file is '{mesh.file_name}'"
+                                                                   if mesh is not None else
+                                                                   f" (map {self.world.map_name} has no sidewalks, so "
+                                                                   "no navigation file)"))
+        return mesh.data
+
+    @call()
+    def get_navigation_mesh(self) -> bytes:
+        mesh = self.world.navigation
+        return mesh.data if mesh is not None else b""  # CARLA's answer on a map without a mesh: no bytes
 
     @call()
     def query_lights_state(self, client: str = "") -> list:
@@ -279,7 +302,7 @@ class Simulator:
     # ------------------------------------------------------------------------------------------- actors
     @call()
     def get_actor_definitions(self) -> list:
-        return [bp.to_msg(uid) for uid, bp in enumerate(BLUEPRINTS, start=1)]
+        return [bp.to_msg(uid) for uid, bp in enumerate([*BLUEPRINTS, WALKER_AI_CONTROLLER], start=1)]
 
     @call()
     def get_spectator(self) -> list:
@@ -372,6 +395,10 @@ class Simulator:
     @call(void=True)
     def set_actor_collisions(self, actor_id: int, enabled: bool) -> None:
         self.world.actor(int(actor_id)).collisions_enabled = bool(enabled)
+
+    @call(void=True)
+    def set_actor_dead(self, actor_id: int) -> None:
+        self.world.set_dead(self.world.actor(int(actor_id)))
 
     @call(void=True)
     def set_actor_enable_gravity(self, *_) -> None:
@@ -497,6 +524,23 @@ class Simulator:
         getattr(self, BATCH_COMMANDS[index])(actor_id, *fields[1:])
         return actor_id
 
+    def apply_walker_state(self, actor_id: int, transform, speed) -> None:
+        """Batch ApplyWalkerState: the pose and speed the client's walker navigation gives a walker each tick. The
+        client sends these from its own navigation tick and never reads the answers, so a refused state (a NaN
+        pose: the client's crowd gives one after a NaN max speed) is also logged, once per walker."""
+        actor = self.world.actor(int(actor_id))
+        try:
+            self.world.apply_walker_state(actor, pr.Transform.from_msg(transform),
+                                          pr.finite(speed, "speed"))
+        except (ValueError, CarlaError) as exc:
+            message = (f"ApplyWalkerState of walker {actor.id} ({actor.blueprint.id}) refused, the walker stays "
+                       f"where it is: {exc}")
+            if actor.id not in self._refused_walker_states:
+                self._refused_walker_states.add(actor.id)
+                log.warning("%s (sent by the client's walker navigation: was the controller given a NaN or "
+                            "infinite max speed?)", message)
+            raise CarlaError(message) from exc
+
     def _check_command(self, index: int, where: str) -> None:
         if index in BATCH_COMMANDS:
             return
@@ -531,7 +575,6 @@ BATCH_COMMAND_NAMES = {
 BATCH_NOT_SERVED = {
     3: "vehicles take throttle, steer and brake (VehicleControl); there is no Ackermann controller",
     5: "vehicle physics come from the blueprint table; there is no physics control to apply",
-    7: "walker states come from walker navigation, which is not served (no navigation mesh)",
     10: "bodies move kinematically: there are no forces or impulses", 11: "bodies move kinematically: there are "
     "no forces or impulses", 12: "bodies move kinematically: there are no forces or impulses",
     13: "bodies move kinematically: there are no forces or impulses",
@@ -540,6 +583,7 @@ BATCH_NOT_SERVED = {
 # rpc::Command variant index -> the RPC method with the same arguments (actor id first)
 BATCH_COMMANDS = {
     1: "destroy_actor", 2: "apply_control_to_vehicle", 4: "apply_control_to_walker", 6: "set_actor_transform",
+    7: "apply_walker_state",
     8: "set_actor_target_velocity", 9: "set_actor_target_angular_velocity", 14: "set_actor_simulate_physics",
     15: "set_actor_enable_gravity", 18: "set_vehicle_light_state", 20: "set_traffic_light_state",
     21: "set_actor_location",

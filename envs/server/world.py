@@ -16,8 +16,8 @@ import numpy as np
 from envs.maps.geometry import wrap_angle
 from envs.maps.speed_limits import SpeedLimits
 
-from . import collision, physics
-from .blueprints import BY_ID, SPECTATOR, TRAFFIC_LIGHT, Blueprint
+from . import collision, navigation, physics
+from .blueprints import BY_ID, SPECTATOR, TRAFFIC_LIGHT, Attribute, Blueprint
 from .geometry import compose, relative_to, rotation_matrix
 from .protocol import (
     ACTOR_DYNAMIC_STATE,
@@ -57,6 +57,13 @@ class NotServed(CarlaError):
     some calls without waiting for their answer (`actor.set_enable_gravity`), so it never sees their error."""
 
 
+# CARLA's AI walker controller: an actor with no body, attached to the walker it drives. The driving itself is the
+# client's (Detour crowd on the navigation mesh, `envs/server/navigation.py`), which sends the walker's pose each
+# tick as ApplyWalkerState (`World.apply_walker_state`).
+WALKER_AI_CONTROLLER = Blueprint("controller.ai.walker", ("controller", "ai", "walker"), "controller", None,
+                                 (Attribute("role_name", ATTR_STRING, "", ("",), True),))
+
+
 def not_served(call: str, why: str = "") -> NotServed:
     """The error of a call this simulator does not serve, naming the call."""
     return NotServed(f"{call} is not served by the slimdrive embedded simulator" + (f" ({why})" if why else ""))
@@ -86,6 +93,8 @@ class Actor:
     sensor: SensorModel | None = None
     traffic_light: TrafficLight | None = None  # for traffic-light actors
     trigger_volume: tuple[np.ndarray, np.ndarray] | None = None  # (centre in actor frame, extent)
+    navigated_frame: int = -1  # the frame of the last ApplyWalkerState: such a walker holds its pose between them
+    dead: bool = False  # a walker killed by a vehicle in the client's walker navigation (set_actor_dead)
 
     @property
     def kind(self) -> str:
@@ -162,6 +171,8 @@ class World:
             group.reset()
 
     def blueprint(self, blueprint_id: str) -> Blueprint:
+        if blueprint_id == WALKER_AI_CONTROLLER.id:
+            return WALKER_AI_CONTROLLER
         if blueprint_id not in BY_ID:
             raise CarlaError(f"unknown actor blueprint '{blueprint_id}'")
         return BY_ID[blueprint_id]
@@ -269,6 +280,42 @@ class World:
             raise CarlaError(f"actor {actor.id} ({actor.blueprint.id}) is not a walker")
         actor.walker_control = control
 
+    def apply_walker_state(self, actor: Actor, transform: Transform, speed: float) -> None:
+        """A walker's pose and speed from the client's walker navigation (batch ApplyWalkerState), as CARLA's
+        server: the navigation mesh's point is the walker's feet, the walker's origin is its body's centre, and
+        the walker walks at `speed` the way it faces."""
+        if actor.kind != "walker":
+            raise CarlaError(f"ApplyWalkerState: actor {actor.id} ({actor.blueprint.id}) is not a walker")
+        if actor.dead:
+            raise CarlaError(f"ApplyWalkerState: walker {actor.id} is dead (set_actor_dead)")
+        speed = max(float(speed), 0.0)
+        if not math.isfinite(speed):
+            raise CarlaError(f"ApplyWalkerState: speed is {speed}, not a finite number")
+        pose = np.array(transform.as_tuple())
+        pose[2] = self.ground_height(pose[0], pose[1]) + actor.blueprint.body.extent[2]
+        pose[3] = pose[5] = 0.0
+        heading = math.radians(pose[4])
+        forward = np.array([math.cos(heading), math.sin(heading), 0.0])
+        actor.transform = pose
+        actor.velocity = forward * speed
+        actor.walker_control = WalkerControl(forward, speed, False)
+        actor.navigated_frame = self.frame
+        self._update_children()
+
+    def set_dead(self, actor: Actor) -> None:
+        """`set_actor_dead`, which CARLA 0.9.16's client sends when a vehicle runs over a walker in its walker
+        navigation (after destroying the walker's controller): the walker lies where it is and walks no more."""
+        if actor.kind != "walker":
+            raise CarlaError(f"set_actor_dead: actor {actor.id} ({actor.blueprint.id}) is not a walker")
+        actor.dead = True
+        actor.velocity = np.zeros(3)
+        actor.walker_control = WalkerControl(actor.walker_control.direction, 0.0, False)
+
+    @property
+    def navigation(self) -> navigation.NavigationMesh | None:
+        """The map's walker navigation mesh (None on a map without sidewalks); built once per map."""
+        return navigation.mesh_for(self.network, self.xodr)
+
     def actor_msg(self, actor: Actor) -> list:
         """rpc::Actor: [id, parent_id, description, bounding box, semantic tags, stream token]."""
         body = actor.blueprint.body
@@ -354,7 +401,17 @@ class World:
             actor.angular_velocity = np.array([0.0, 0.0, yaw_rate[i]])
 
     def _step_walkers(self, dt: float) -> None:
-        walkers = self._movable("walker")
+        # A walker under the client's navigation (its controller turned its physics off) is where its last
+        # ApplyWalkerState put it: stepping it by its speed as well would put it ahead of the client's crowd. Once
+        # the states stop (controller.stop()) it stands still. The states come from the client's stream thread and
+        # may land either side of a tick, so a walker stands only after two ticks without one.
+        for actor in self.actors.values():
+            if (actor.kind == "walker" and actor.navigated_frame >= 0 and self.frame - actor.navigated_frame > 2
+                    and (actor.velocity.any() or actor.walker_control.speed)):
+                actor.velocity = np.zeros(3)
+                actor.walker_control = WalkerControl(actor.walker_control.direction, 0.0, False)
+        walkers = [a for a in self._movable("walker")
+                   if not a.dead and (self.frame - a.navigated_frame > 2 or a.navigated_frame < 0)]
         if not walkers:
             return
         direction = np.array([a.walker_control.direction for a in walkers], dtype=float)

@@ -67,6 +67,25 @@ def test_the_stock_client_raises_for_calls_not_served(client, world, raw_call):
     assert error is None and result[0][0] is True and "not a vehicle" in result[0][1][0]
 
 
+def test_the_navigation_file_is_served_by_its_name_and_by_get_navigation_mesh(raw_call):
+    """The walker-navigation row: get_required_files("Nav") names one file, request_file answers its bytes (a
+    Detour navigation-mesh set, 'MSET'), get_navigation_mesh the same bytes; another name is an error naming the
+    served file."""
+    error, result = raw_call("get_required_files", "Nav")
+    assert error is None and result[0][0] == 1, result
+    (name,) = result[0][1]
+    assert name.startswith("slimdrive/Nav/") and name.endswith(".bin"), name
+    error, result = raw_call("request_file", name)
+    assert error is None and result[0][0] == 1, result
+    data = result[0][1]
+    assert data[:4] == b"TESM" and data[48:52] == b"VAND", data[:64]  # little-endian 'MSET', 'DNAV'
+    error, result = raw_call("get_navigation_mesh")
+    assert error is None and result[0][1] == data
+    assert raw_call("get_required_files", "Maps")[1][0][1] == []
+    error, result = raw_call("request_file", "Carla/Maps/Nav/Town10HD.bin")
+    assert result[0][0] == 0 and name in result[0][1][0], result
+
+
 def test_unknown_actor_bounding_box_is_an_error(raw_call):
     error, result = raw_call("get_actor_bounding_box", 987654)
     assert error is None and result[0][0] == 0 and "987654" in result[0][1][0]
