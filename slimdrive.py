@@ -37,6 +37,7 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("bench", "data"): ("bench/data", "bench.data:run"),
     ("bench", "sim"): ("bench/sim", "bench.sim:run"),
     ("bench", "env"): ("bench/env", "bench.env:run"),
+    ("bench", "sensors"): ("bench/sensors", "bench.sensors:run"),
     ("table",): ("table", "bench.table:run"),
 }
 

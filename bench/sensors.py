@@ -6,7 +6,9 @@ LiDAR head (32 channels, 56,000 points/s, 10 Hz rotation) at `range` metres, the
 (1,500 points/s, 30 x 30 degrees, 100 m) and an obstacle sensor (20 m). Each sensor's `measure` is timed on its
 own after every 20 Hz tick: wall and CPU milliseconds per tick, and what one tick produced.
 
-    python -m bench.sensors [map=town] [vehicles=20] [walkers=10] [steps=100] [range=100] [out=file.json]
+    slimdrive bench sensors [map=town] [vehicles=20] [walkers=10] [steps=100] [range=100] [out=file.json]
+
+(conf/bench/sensors.yaml; `python -m bench.sensors key=value ...` runs it without Hydra.)
 """
 from __future__ import annotations
 
