@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
 import textwrap
+import warnings
 
 import msgpack
 import pytest
@@ -33,14 +35,47 @@ def raw_call(server):
 def run_client_script(server, source: str, *args: str, timeout: float = 180.0) -> subprocess.CompletedProcess:
     """Run a CARLA-style client script in a Python process of its own against `server` (`sys.argv[1:3]` are its
     host and port, then `args`): a crash of the stock client (LibCarla segfaults and aborts) then fails the one
-    test that ran it, with the script's output in the message, instead of killing the pytest run."""
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")]))
-    done = subprocess.run([sys.executable, "-c", textwrap.dedent(source), server.host, str(server.port), *args],
-                          capture_output=True, text=True, timeout=timeout, env=env, cwd=REPO_ROOT)
+    test that ran it, with the script's output in the message, instead of killing the pytest run. A script that
+    hangs prints the line it hangs on (a watchdog) and fails; one hang of the stock client's own Traffic Manager
+    (`traffic_manager_hang`) reruns it once, with a warning."""
+    done = _run_script(server, source, args, timeout)
+    hung_at = traffic_manager_hang(source, done)
+    if hung_at is not None:
+        warnings.warn(f"the stock client's synchronous Traffic Manager missed a step at script line {hung_at} "
+                      f"(CARLA 0.9.16's lost wake-up, docs/server.md); rerunning the script once", stacklevel=2)
+        done = _run_script(server, source, args, timeout)
     assert done.returncode == 0, (
         f"client script exited with {done.returncode} ({_signal_name(done.returncode)}):\n"
         f"--- stdout\n{done.stdout[-3000:]}\n--- stderr\n{done.stderr[-3000:]}")
     return done
+
+
+WATCHDOG = "import faulthandler; faulthandler.dump_traceback_later({seconds}, exit=True)\n"
+
+
+def _run_script(server, source: str, args, timeout: float) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")]),
+               PYTHONUNBUFFERED="1")
+    # a hanging script prints where it hangs and exits before the timeout kills it without a word
+    script = WATCHDOG.format(seconds=max(timeout - 10.0, 1.0)) + textwrap.dedent(source)
+    return subprocess.run([sys.executable, "-c", script, server.host, str(server.port), *args],
+                          capture_output=True, text=True, timeout=timeout, env=env, cwd=REPO_ROOT)
+
+
+def traffic_manager_hang(source: str, done: subprocess.CompletedProcess) -> int | None:
+    """The script line (1-based, in `source` dedented) of a `world.tick()` the watchdog found the script stuck in
+    while it uses a Traffic Manager, else None. CARLA 0.9.16's `TrafficManagerLocal::SynchronousTick` sets
+    `step_begin` and notifies its worker without holding the mutex the worker waits under, so the worker can
+    miss the wake-up and `world.tick()` then waits for its step forever (no timeout): a race in the client that
+    a loaded machine makes likelier, whatever the server."""
+    if done.returncode == 0 or "Timeout (" not in done.stderr or "get_trafficmanager" not in source:
+        return None
+    lines = textwrap.dedent(source).splitlines()
+    for line_number in re.findall(r'File "<string>", line (\d+) in <module>', done.stderr)[-1:]:
+        script_line = int(line_number) - WATCHDOG.count("\n")  # the watchdog's line comes first
+        if 0 < script_line <= len(lines) and "world.tick()" in lines[script_line - 1]:
+            return script_line
+    return None
 
 
 def _signal_name(returncode: int) -> str:

@@ -5,9 +5,13 @@ lists what each shows."""
 from __future__ import annotations
 
 import math
+import socket
+import struct
 import time
 import xml.etree.ElementTree as ET
 
+import carla
+import msgpack
 import pytest
 
 from envs import maps
@@ -88,9 +92,11 @@ def test_twenty_load_world_and_reload_world_loops_do_not_crash_the_client(client
         client_script(server, LOAD_WORLD_LOOP, "20", timeout=300.0)
         client_script(server, LOAD_WORLD_AFTER_TRAFFIC_MANAGER, "20", str(server.port + 7), timeout=300.0)
 
-# Synchronous mode with sensor queues, stepping by apply_batch_sync(commands, True) as CARLA's traffic examples
-# do: the client waits for the tick's state holding Python's GIL, so the state must reach it before sensor data
-# whose callbacks need the GIL (with as many listened sensors as the client has stream threads, it deadlocked)
+# Synchronous mode with sensor queues, commands sent by apply_batch_sync and the world stepped by world.tick(), the
+# pattern that cannot deadlock: CARLA's Python binding releases the GIL in world.tick() while it waits for the tick's
+# state, but apply_batch_sync(commands, True) keeps it (PythonAPI/carla/src/Client.cpp against World.cpp), so a
+# sensor callback that needs the GIL can block the client's stream threads before the state is read, against any
+# server (docs/server.md, known limits of the stock client)
 SYNC_BATCH_WITH_SENSOR_QUEUES = """
 import queue
 import sys
@@ -128,8 +134,8 @@ def wait_for(frame):
 
 wait_for(world.tick())
 for step in range(20):
-    client.apply_batch_sync([carla.command.ApplyVehicleControl(car.id, carla.VehicleControl(throttle=0.5))], True)
-    wait_for(world.get_snapshot().frame)
+    client.apply_batch_sync([carla.command.ApplyVehicleControl(car.id, carla.VehicleControl(throttle=0.5))])
+    wait_for(world.tick())
 for sensor, _ in sensors:
     sensor.stop()
     sensor.destroy()
@@ -230,12 +236,81 @@ print("OK")
 """
 
 
-def test_apply_batch_sync_with_a_tick_and_sensor_queues_does_not_deadlock(client_script):
-    # its own server: a client that aborts here (the stock client's race when an earlier tick's sensor callbacks
-    # are still queued, docs/server.md; it timed out once in two clean CI runs) leaves its car and sensors behind,
-    # which must not make the next test's spawns collide on a shared server
+def test_sensor_queues_with_apply_batch_sync_and_world_tick_do_not_deadlock(client_script):
+    # its own server: a client that fails here leaves its car and sensors behind, which must not make the next
+    # test's spawns collide on a shared server
     with launch("town") as own:
-        client_script(own, SYNC_BATCH_WITH_SENSOR_QUEUES)
+        done = client_script(own, SYNC_BATCH_WITH_SENSOR_QUEUES)
+    assert "OK" in done.stdout
+
+
+def _frames(connection: socket.socket, buffer: bytearray) -> list[int]:
+    """The frames of the complete stream messages readable now (u32 length + payload; the frame is the u64 at
+    payload offset 8 of the sensor header that states and sensor data both start with)."""
+    connection.setblocking(False)
+    try:
+        while chunk := connection.recv(1 << 16):
+            buffer += chunk
+    except BlockingIOError:
+        pass
+    frames = []
+    while len(buffer) >= 4 and len(buffer) >= 4 + struct.unpack_from("<I", buffer)[0]:
+        size = struct.unpack_from("<I", buffer)[0]
+        frames.append(struct.unpack_from("<Q", buffer, 4 + 8)[0])
+        del buffer[:4 + size]
+    return frames
+
+
+def test_a_ticks_state_is_on_the_wire_before_the_tick_is_answered(server, world):
+    """What the stock client needs from a server (docs/server.md): `world.tick()` waits for the answer to
+    `tick_cue`, then for the tick's state, and only then can it take the tick's sensor data. Read on raw stream
+    subscriptions, so that no client threads decide the order in which messages are read."""
+    car = world.spawn_actor(world.get_blueprint_library().find("vehicle.audi.a2"),
+                            world.get_map().get_spawn_points()[3])
+    imus = [world.spawn_actor(world.get_blueprint_library().find("sensor.other.imu"), carla.Transform(),
+                              attach_to=car) for _ in range(4)]
+    world.tick()
+    host, port = server.host, server.port
+    rpc = socket.create_connection((host, port), timeout=10.0)
+    unpacker = msgpack.Unpacker(raw=False)
+    msgids = iter(range(100, 10**6))
+
+    def call(name, *params):
+        msgid = next(msgids)
+        rpc.sendall(msgpack.packb([0, msgid, name, [[False], *params]], use_bin_type=True))
+        while True:
+            unpacker.feed(rpc.recv(1 << 20))
+            for reply in unpacker:
+                assert reply[1] == msgid and reply[2] is None and reply[3][0][0] == 1, reply
+                return reply[3][0][1]  # Response<T>: [[1, value]]
+
+    state_token = call("get_episode_info")[1][0]
+    sensor_tokens = [actor[5] for actor in call("get_actors_by_id", [imu.id for imu in imus])]
+    streams = []
+    for token in [state_token, *sensor_tokens]:
+        stream = socket.create_connection((host, port + 1), timeout=10.0)
+        stream.sendall(token[:4])  # the stream id
+        streams.append((stream, bytearray()))
+    time.sleep(0.5)  # the subscriptions are in; drop the state sent to a new subscriber
+    for stream, buffer in streams:
+        _frames(stream, buffer)
+    for _ in range(30):
+        frame = call("tick_cue")
+        (state, state_buffer), sensors = streams[0], streams[1:]
+        assert _frames(state, state_buffer) == [frame], "the tick's state was not there when its answer came"
+        deadline = time.monotonic() + 10.0
+        pending = {id(s): s for s in sensors}
+        while pending:
+            assert time.monotonic() < deadline, "sensor data of the tick never came"
+            for key, (stream, buffer) in list(pending.items()):
+                got = _frames(stream, buffer)
+                if got:
+                    assert got == [frame], (got, frame)
+                    del pending[key]
+            time.sleep(0.001)
+    for stream, _ in streams:
+        stream.close()
+    rpc.close()
 
 
 def test_camera_frames_come_within_the_two_seconds_of_carlas_examples(client_script):
@@ -468,28 +543,6 @@ def test_two_thousand_synchronous_ticks_with_twenty_autopilot_vehicles(client_sc
     moved = int(done.stdout.split("moved ")[1].split(" of")[0])
     assert moved >= 10, done.stdout
     assert "Traceback" not in log, log
-
-# What a walker script gets, which is not served (docs/server.md): no navigation mesh among the server's required
-# files, so no random navigation location, and no AI controller blueprint to spawn
-WALKERS_NOT_SERVED = """
-import sys
-import carla
-
-client = carla.Client(sys.argv[1], int(sys.argv[2]))
-client.set_timeout(10.0)
-world = client.get_world()
-assert world.get_random_location_from_navigation() is None
-try:
-    world.get_blueprint_library().find("controller.ai.walker")
-    raise AssertionError("controller.ai.walker is in the library")
-except IndexError as error:
-    assert "controller.ai.walker" in str(error), error
-print("OK")
-"""
-
-
-def test_walker_navigation_is_not_served_and_says_so(server, client_script):
-    client_script(server, WALKERS_NOT_SERVED)
 
 
 def test_a_destroyed_actor_keeps_its_bounding_box_until_clients_have_a_state_without_it(world, raw_call):
