@@ -299,8 +299,7 @@ class World:
         actor.transform = pose
         actor.velocity = forward * speed
         actor.walker_control = WalkerControl(forward, speed, False)
-        actor.navigated_frame = self.frame
-        self._update_children()
+        actor.navigated_frame = self.frame  # its controller follows it on the next tick (`_update_children`)
 
     def set_dead(self, actor: Actor) -> None:
         """`set_actor_dead`, which CARLA 0.9.16's client sends when a vehicle runs over a walker in its walker
