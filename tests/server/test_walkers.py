@@ -212,6 +212,32 @@ def test_a_nan_pose_from_the_clients_navigation_is_refused_and_logged(client_scr
     assert f"ApplyWalkerState of walker {walker}" in log and "not a finite number" in log, log
 
 
+NAVIGATION_AFTER_LOAD_WORLD = """
+import json, sys
+import carla
+
+client = carla.Client(sys.argv[1], int(sys.argv[2]))
+client.set_timeout(30.0)
+world = client.get_world()
+before = [world.get_random_location_from_navigation() for _ in range(50)]
+world = client.load_world("junction")
+world.wait_for_tick()
+after = [world.get_random_location_from_navigation() for _ in range(50)]
+print("RESULT " + json.dumps([[[l.x, l.y] for l in before], [[l.x, l.y] for l in after]]))
+"""
+
+
+def test_a_loaded_map_brings_its_own_navigation(client_script, town):
+    """The client builds the new episode's navigation right after load_world, before the map is current: it gets
+    the loaded map's mesh, not the old one."""
+    _, town_grid = town
+    junction_grid = navigation.walkable_grid(maps.load_network("junction"))
+    with launch("town") as server:
+        before, after = result_of(client_script(server, NAVIGATION_AFTER_LOAD_WORLD))
+    assert all(town_grid.area_at(x, y) == navigation.AREA_SIDEWALK for x, y in before)
+    assert all(junction_grid.area_at(x, y) == navigation.AREA_SIDEWALK for x, y in after)
+
+
 def test_maps_without_sidewalks_have_no_navigation(client_script):
     with launch("straight") as server:
         client_script(server, """
