@@ -17,6 +17,8 @@ from scenarios.compile import load_scenario
 from scenarios.errors import ScenarioError
 from scenarios.suites import Episode
 
+from .video import Mp4
+
 
 class Video(Observer):
     """Writes every step's `env.render()` to an MP4, and one PNG: at the scenario's first trigger, or the last
@@ -24,14 +26,13 @@ class Video(Observer):
 
     def __init__(self, stem: Path, run_trigger) -> None:
         self.stem, self.trigger_frame = stem, run_trigger
-        self.writer, self.frame, self.picture = None, None, False
+        self.video, self.frame, self.picture = None, None, False
 
     def on_step(self, env: DrivingEnv, step: Step) -> None:
         self.frame = cv2.cvtColor(env.render(), cv2.COLOR_RGB2BGR)
-        if self.writer is None:
-            self.writer = cv2.VideoWriter(str(self.stem.with_suffix(".mp4")), cv2.VideoWriter_fourcc(*"mp4v"),
-                                          env.metadata["render_fps"], (self.frame.shape[1], self.frame.shape[0]))
-        self.writer.write(self.frame)
+        if self.video is None:
+            self.video = Mp4(self.stem.with_suffix(".mp4"), env.metadata["render_fps"])
+        self.video.write(self.frame)
         if not self.picture and self.trigger_frame() is not None:
             cv2.imwrite(str(self.stem.with_suffix(".png")), self.frame)
             self.picture = True
@@ -42,9 +43,8 @@ class Video(Observer):
             cv2.imwrite(str(self.stem.with_suffix(".png")), self.frame)
 
     def close(self) -> None:
-        if self.writer is not None:
-            self.writer.release()
-            self.writer = None
+        if self.video is not None:
+            self.video.close()
 
 
 def run(cfg: DictConfig) -> int:

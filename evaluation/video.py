@@ -33,6 +33,28 @@ WAYPOINT = (255, 60, 200)  # RGB: the agent's predicted path
 MIN_WIDTH = 640  # pixels: two caption lines fit
 
 
+class Mp4:
+    """An MP4 written frame by frame (OpenCV's mp4v), opened at the size of its first frame. Every video slimdrive
+    writes goes through this class: eval's episodes, `scenario preview`, `dataset view`."""
+
+    def __init__(self, path: Path, fps: float) -> None:
+        self.path, self.fps = Path(path), float(fps)
+        self.writer: cv2.VideoWriter | None = None
+
+    def write(self, bgr: np.ndarray) -> None:
+        if self.writer is None:
+            self.writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*"mp4v"), self.fps,
+                                          (bgr.shape[1], bgr.shape[0]))
+            if not self.writer.isOpened():
+                raise OSError(f"OpenCV cannot write {self.path} (mp4v): check the folder exists and is writable")
+        self.writer.write(bgr)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.release()
+            self.writer = None
+
+
 def wanted_videos(setting) -> Callable[[dict], bool]:
     """Which finished episode records keep their video, from the `videos` setting (see the module doc)."""
     modes = {"failed": lambda r: not r["success"], "all": lambda r: True, "none": lambda r: False}
@@ -56,26 +78,20 @@ def predicted_waypoints(agent) -> np.ndarray | None:
 class EpisodeVideo(Observer):
     def __init__(self, folder: Path, agent, budget: ComputeBudget, keep: Callable[[dict], bool]) -> None:
         self.folder, self.agent, self.budget, self.keep = Path(folder), agent, budget, keep
-        self.writer: cv2.VideoWriter | None = None
+        self.video: Mp4 | None = None
 
     def on_reset(self, env: DrivingEnv, obs, info) -> None:
         run = env.unwrapped.privileged.scenario
         self.folder.mkdir(parents=True, exist_ok=True)
         self.final = self.folder / f"{episode_stem(run.name, run.seed)}.mp4"
         self.partial = self.final.with_name(f".{self.final.stem}.partial.mp4")
-        self.fps, self.frames, self.last = env.metadata["render_fps"], 0, (0, 0)
         self.close()
+        self.video, self.frames, self.last = Mp4(self.partial, env.metadata["render_fps"]), 0, (0, 0)
 
     def on_step(self, env: DrivingEnv, step: Step) -> None:
         if step.info["failure"]:
             return  # that world is gone; the episode is retried (and its video written again)
-        frame = self.frame(env, step)
-        if self.writer is None:
-            self.writer = cv2.VideoWriter(str(self.partial), cv2.VideoWriter_fourcc(*"mp4v"), self.fps,
-                                          (frame.shape[1], frame.shape[0]))
-            if not self.writer.isOpened():
-                raise OSError(f"OpenCV cannot write {self.partial} (mp4v): check the folder is writable")
-        self.writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+        self.video.write(cv2.cvtColor(self.frame(env, step), cv2.COLOR_RGB2BGR))
         self.frames += 1
 
     def frame(self, env: DrivingEnv, step: Step) -> np.ndarray:
@@ -129,6 +145,5 @@ class EpisodeVideo(Observer):
             record["video"] = None
 
     def close(self) -> None:
-        if self.writer is not None:
-            self.writer.release()
-            self.writer = None
+        if self.video is not None:
+            self.video.close()

@@ -11,6 +11,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from evaluation.video import Mp4
 from training.logs.reader import EpisodeReader, episode_summary, verify_dir
 from training.logs.schema import COMMAND_NAMES
 from training.logs.writer import read_manifest
@@ -129,18 +130,18 @@ def view(cfg) -> int:
     scale = int(cfg.scale)
     out = Path(str(cfg.out)) if cfg.get("out") else root / f"view_{key}.mp4"
     fps = 1.0 / float(reader.metadata.get("fixed_delta_seconds") or 0.05) / max(1, int(cfg.every))
-    writer = None
+    video = Mp4(out, fps)
     rows = range(0, len(table), max(1, int(cfg.every)))
     if cfg.get("max_frames"):
         rows = rows[:int(cfg.max_frames)]
-    for row in rows:
-        frame = _view_frame(reader, row, table[row], scale)
-        if writer is None:
-            writer = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*"mp4v"), fps, (frame.shape[1], frame.shape[0]))
-            if not writer.isOpened():
-                raise SystemExit(f"slimdrive dataset view: cannot open {out} for writing (mp4v)")
-        writer.write(frame)
-    writer.release()
+    try:
+        for row in rows:
+            video.write(_view_frame(reader, row, table[row], scale))
+    except OSError as exc:
+        print(f"slimdrive dataset view: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        video.close()
     print(f"{key}: {len(rows)} frames at {fps:g} fps")
     print(f"wrote {out}")
     return 0

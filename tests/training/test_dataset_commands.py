@@ -33,6 +33,11 @@ def test_info_and_view(tmp_path, capsys):
         frames += 1
     assert frames == 12
     assert slimdrive.main(["dataset", "view", f"data={tmp_path}", "episode=nope"]) == 1
+    capsys.readouterr()
+    unwritable = tmp_path / "no such folder" / "view.mp4"
+    assert slimdrive.main(["dataset", "view", f"data={tmp_path}", "episode=synthetic_b-s1", "max_frames=2",
+                           f"out={unwritable}"]) == 1
+    assert f"OpenCV cannot write {unwritable}" in capsys.readouterr().err
 
 
 def test_bench_data_quick(tmp_path):
