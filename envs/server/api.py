@@ -198,28 +198,28 @@ class Simulator:
     @call()
     def get_required_files(self, folder: str = "") -> list:
         """The map's navigation file for the folder "Nav" (or all folders: ""); no other files (the map comes whole
-        with get_map_data). None on a map without sidewalks: the client then has no navigation. The map is the one
-        the map calls describe (`_map_world`): a client that has just loaded a map builds its navigation before
-        that map becomes current."""
-        mesh = self._map_world().navigation if str(folder).strip("/").split("/")[-1] in ("", "Nav") else None
-        return [mesh.file_name] if mesh is not None else []
+        with get_map_data); none on a map without sidewalks (the client then has no navigation). Every client asks
+        this when it makes an Episode; the name is known without the mesh, which is built (or read from the
+        machine's disk cache) only for a client that lacks the file in its own cache and asks for it
+        (request_file). The map is the one the map calls describe (`_map_world`): a client that has just loaded a
+        map builds its navigation before that map becomes current."""
+        name = self._map_world().navigation_file if str(folder).strip("/").split("/")[-1] in ("", "Nav") else None
+        return [name] if name is not None else []
 
     @call()
     def request_file(self, name: str) -> bytes:
         worlds = [self.world] + ([self._pending] if self._pending is not None else [])
-        meshes = [mesh for mesh in (w.navigation for w in worlds) if mesh is not None]
-        for mesh in meshes:
-            if str(name) == mesh.file_name:
-                return mesh.data
-        served = ", ".join(f"'{mesh.file_name}'" for mesh in meshes)
+        for world in worlds:
+            if world.navigation_file is not None and str(name) == world.navigation_file:
+                return world.navigation_mesh()
+        served = ", ".join(f"'{w.navigation_file}'" for w in worlds if w.navigation_file is not None)
         raise CarlaError(f"request_file: no file '{name}'; " + (f"the map's navigation file is {served}" if served else
                                                                f"map {self.world.map_name} has no sidewalks, so no "
                                                                "navigation file"))
 
     @call()
     def get_navigation_mesh(self) -> bytes:
-        mesh = self._map_world().navigation
-        return mesh.data if mesh is not None else b""  # CARLA's answer on a map without a mesh: no bytes
+        return self._map_world().navigation_mesh() or b""  # CARLA's answer on a map without a mesh: no bytes
 
     @call()
     def query_lights_state(self, client: str = "") -> list:

@@ -311,9 +311,15 @@ class World:
         actor.walker_control = WalkerControl(actor.walker_control.direction, 0.0, False)
 
     @property
-    def navigation(self) -> navigation.NavigationMesh | None:
-        """The map's walker navigation mesh (None on a map without sidewalks); built once per map."""
-        return navigation.mesh_for(self.network, self.xodr)
+    def navigation_file(self) -> str | None:
+        """The name of the map's walker navigation file (None on a map without sidewalks), known without building
+        the mesh."""
+        return navigation.file_name(self.xodr) if navigation.has_sidewalks(self.network) else None
+
+    def navigation_mesh(self) -> bytes | None:
+        """The map's navigation mesh (built once per map and process; about 1.5 s for `town`, or read from the
+        machine's disk cache)."""
+        return navigation.mesh_bytes(self.network, self.xodr)
 
     def actor_msg(self, actor: Actor) -> list:
         """rpc::Actor: [id, parent_id, description, bounding box, semantic tags, stream token]."""
