@@ -112,6 +112,7 @@ class TickOutput:
     frame: int
     state: tuple[int, bytes]  # (observer stream id, episode state payload)
     sensors: Callable[[], list[tuple[int, bytes]]]  # measures this tick's sensors: (stream id, payload)
+    contacts: list = field(default_factory=list)  # this tick's contacts (actor, actor, impulse): the recorder's
 
 
 class World:
@@ -356,7 +357,7 @@ class World:
         # True) waits for the state while holding Python's GIL, and sensor callbacks that reach the client first
         # block its stream threads on that GIL, so the state would never be read (a deadlock until the timeout).
         return TickOutput(self.frame, (self.observer_stream, self.episode_state(dt)),
-                          lambda: self._sensor_messages(contacts, dt))
+                          lambda: self._sensor_messages(contacts, dt), contacts)
 
     def _movable(self, kind: str) -> list[Actor]:
         return [a for a in self.actors.values() if a.kind == kind and a.parent is None and a.simulate_physics]
