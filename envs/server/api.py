@@ -211,7 +211,9 @@ class Simulator:
         worlds = [self.world] + ([self._pending] if self._pending is not None else [])
         for world in worlds:
             if world.navigation_file is not None and str(name) == world.navigation_file:
-                return world.navigation_mesh()
+                # no bytes if the build failed (logged): the client's navigation then fails to load, as on a map
+                # without a mesh, rather than the client's Episode failing
+                return world.navigation_mesh() or b""
         served = ", ".join(f"'{w.navigation_file}'" for w in worlds if w.navigation_file is not None)
         raise CarlaError(f"request_file: no file '{name}'; " + (f"the map's navigation file is {served}" if served else
                                                                f"map {self.world.map_name} has no sidewalks, so no "

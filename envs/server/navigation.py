@@ -134,8 +134,13 @@ def _distance_to_convex(points: np.ndarray, polygon: np.ndarray) -> np.ndarray:
     return np.where(inside, 0.0, best)
 
 
-def walkable_grid(network, cell: float = 1.0) -> WalkableGrid | None:
-    """Rasterise the map's lanes into walkable areas; None when the map has no sidewalk."""
+class VertexOverflow(ValueError):
+    """More cell corners than a Detour tile's 16-bit vertex indices reach."""
+
+
+def walkable_grid(network, cell: float = 1.0, estimate: bool = True) -> WalkableGrid | None:
+    """Rasterise the map's lanes into walkable areas; None when the map has no sidewalk. `estimate`: coarsen
+    `cell` first by the lanes' area so that one tile may hold the mesh."""
     lanes = network.lanes()
     if not any(lane.lane_type == "sidewalk" for lane in lanes):
         return None
@@ -144,7 +149,7 @@ def walkable_grid(network, cell: float = 1.0) -> WalkableGrid | None:
     cells = np.prod(np.ceil((hi - lo) / cell))
     covered = sum(float(np.sum(np.linalg.norm(np.diff(lane.center[:, :2], axis=0), axis=1))
                         * np.mean(np.linalg.norm(lane.outer[:, :2] - lane.inner[:, :2], axis=1))) for lane in lanes)
-    while covered / cell ** 2 * 1.5 > MAX_CELLS and cells > MAX_CELLS:  # keep one tile's vertices 16-bit
+    while estimate and covered / cell ** 2 * 1.5 > MAX_CELLS and cells > MAX_CELLS:  # one tile's 16-bit vertices
         cell *= 1.25
         cells = np.prod(np.ceil((hi - lo) / cell))
     nx, ny = (int(v) for v in np.ceil((hi - lo) / cell))
@@ -249,7 +254,7 @@ def navmesh_bytes(grid: WalkableGrid) -> bytes:
     vert_index = np.full((ny + 1, nx + 1), -1, dtype=np.int64)
     vert_index[vj, vi] = np.arange(len(vi))
     if len(vi) > 0xFFFF:
-        raise ValueError(f"navigation mesh: {len(vi)} vertices do not fit one Detour tile")
+        raise VertexOverflow(f"navigation mesh: {len(vi)} vertices do not fit one Detour tile")
     verts = np.zeros((len(vi), 3), dtype="<f4")
     verts[:, 0] = grid.x0 + vi * grid.cell
     verts[:, 2] = grid.y0 + vj * grid.cell  # Detour (x, up, z) = CARLA (x, z, y)
@@ -335,7 +340,12 @@ def _build_bytes(network, name: str) -> bytes | None:
     grid = walkable_grid(network)
     if grid is None:
         return None
-    data = navmesh_bytes(grid)
+    while True:
+        try:
+            data = navmesh_bytes(grid)
+            break
+        except VertexOverflow:  # the estimate of walkable_grid fell short: coarser cells until one tile holds it
+            grid = walkable_grid(network, grid.cell * 1.25, estimate=False)
     try:
         DISK_CACHE.mkdir(parents=True, exist_ok=True)
         partial = path.with_suffix(f".{os.getpid()}.part")
