@@ -262,7 +262,6 @@ traffic_manager.set_synchronous_mode(True)
 settings = world.get_settings()
 settings.synchronous_mode, settings.fixed_delta_seconds = True, 0.05
 world.apply_settings(settings)
-world.set_pedestrians_cross_factor(0.0)
 world.tick()
 library = world.get_blueprint_library()
 SpawnActor, SetAutopilot, FutureActor = carla.command.SpawnActor, carla.command.SetAutopilot, carla.command.FutureActor
@@ -278,20 +277,25 @@ for vehicle in world.get_actors(vehicles):
     sensor = world.spawn_actor(library.find("sensor.other.collision"), carla.Transform(), attach_to=vehicle)
     sensor.listen(lambda event: crashes.append((event.frame, event.actor.id, event.other_actor.id)))
     sensors.append(sensor)
-batch = []
-for _ in range(count):
-    spawn = world.get_random_location_from_navigation()
-    spawn.z += 1.0
-    batch.append(SpawnActor(library.find("walker.pedestrian.0002"), carla.Transform(spawn)))
+# the walkers as CARLA's generate_traffic.py spawns and starts them
+walker_blueprints = [bp for bp in library.filter("walker.pedestrian.*") if int(bp.get_attribute("generation")) == 2]
+batch, speeds = [], []
+for k in range(count):
+    walker_blueprint = walker_blueprints[k % len(walker_blueprints)]
+    walker_blueprint.set_attribute("is_invincible", "false")
+    speeds.append(walker_blueprint.get_attribute("speed").recommended_values[1])
+    batch.append(SpawnActor(walker_blueprint, carla.Transform(world.get_random_location_from_navigation())))
 walkers = [r.actor_id for r in client.apply_batch_sync(batch, True) if not r.error]
+assert len(walkers) >= count - 2, len(walkers)
 controllers = [r.actor_id for r in client.apply_batch_sync(
     [SpawnActor(library.find("controller.ai.walker"), carla.Transform(), w) for w in walkers], True)]
 assert all(controllers), controllers
 world.tick()
-for controller in world.get_actors(controllers):
+world.set_pedestrians_cross_factor(0.0)
+for k, controller in enumerate(world.get_actors(controllers)):
     controller.start()
     controller.go_to_location(world.get_random_location_from_navigation())
-    controller.set_max_speed(1.4)
+    controller.set_max_speed(float(speeds[k]))
 walker_actors = world.get_actors(walkers)
 start = {w.id: w.get_location() for w in walker_actors}
 def kinds():
@@ -314,16 +318,20 @@ assert not among, among[:5]
 walked = sum(w.get_location().distance(start[w.id]) > 10.0 for w in walker_actors)
 for sensor in sensors:
     sensor.stop()
+client.apply_batch_sync([DestroyActor(a.id) for a in sensors], False)
+# generate_traffic.py's teardown: asynchronous mode, vehicles destroyed, controllers stopped, then controllers and
+# walkers destroyed, all with apply_batch (answers discarded)
+settings.synchronous_mode, settings.fixed_delta_seconds = False, None
+world.apply_settings(settings)
+client.apply_batch([DestroyActor(v) for v in vehicles])
 for controller in world.get_actors(controllers):
     controller.stop()
-client.apply_batch_sync([DestroyActor(a.id) for a in sensors], False)
-client.apply_batch_sync([DestroyActor(a) for a in controllers + walkers + vehicles], False)
-world.tick()
+client.apply_batch([DestroyActor(a) for pair in zip(controllers, walkers) for a in pair])
+time.sleep(0.5)
+world.wait_for_tick()
 left = [a.type_id for a in world.get_actors() if a.type_id.split(".")[0] in ("vehicle", "walker", "controller",
                                                                              "sensor")]
 assert not left, left
-settings.synchronous_mode = False
-world.apply_settings(settings)
 traffic_manager.set_synchronous_mode(False)
 print(f"OK {ticks} ticks in {seconds:.1f} s ({ticks / seconds:.0f} ticks/s); walked {walked} of {len(walkers)}; "
       f"run over {killed}")
