@@ -5,6 +5,7 @@
 """
 from __future__ import annotations
 
+import functools
 import math
 import os
 from collections.abc import Callable
@@ -311,7 +312,7 @@ class World:
         actor.velocity = np.zeros(3)
         actor.walker_control = WalkerControl(actor.walker_control.direction, 0.0, False)
 
-    @property
+    @functools.cached_property
     def navigation_file(self) -> str | None:
         """The name of the map's walker navigation file (None on a map without sidewalks), known without building
         the mesh."""
