@@ -20,6 +20,7 @@ import numpy as np
 
 from envs import maps
 
+from . import navigation
 from . import protocol as pr
 from .blueprints import BLUEPRINTS
 from .geometry import rotation_angles
@@ -97,6 +98,9 @@ class Simulator:
                       observer_stream=observer_stream)
         self._episode_counter += 1
         self.observer_streams.add(observer_stream)
+        # every client asks for the navigation file when it makes its Episode (get_world, load_world): built on a
+        # thread of its own now (or read from the disk cache), the first one does not wait the 1-2 s of a build
+        navigation.mesh_bytes(network, xodr, wait=False)
         return world
 
     def _switch(self, name: str, xodr: str, reset_settings: bool) -> None:

@@ -4,6 +4,8 @@ own (`client_script`); the test process judges what it printed against the map."
 from __future__ import annotations
 
 import json
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -351,3 +353,17 @@ def test_two_thousand_ticks_with_twenty_autopilot_vehicles_and_twenty_ai_walkers
     walked = int(done.stdout.split("walked ")[1].split(" of")[0])
     assert walked >= 15, done.stdout
     assert "Traceback" not in log, log
+
+
+def test_the_navigation_mesh_is_built_when_the_map_loads_before_any_client_asks(tmp_path, monkeypatch):
+    """Every client fetches the mesh from its first get_world(): a server builds it on a thread of its own when a
+    map loads (here with an empty disk cache), so that the fetch does not wait for a build."""
+    monkeypatch.setenv("TMPDIR", str(tmp_path))  # the launched server's disk cache of meshes
+    with launch("town", log_dir=tmp_path) as server:
+        cached = tmp_path / navigation.DISK_CACHE.name
+        deadline = time.monotonic() + 60.0
+        while not any(cached.glob("*")) and time.monotonic() < deadline:
+            assert server.alive(), server.log_tail()
+            time.sleep(0.2)
+        written = list(cached.glob("*"))
+    assert [p.name for p in written] == [Path(navigation.file_name(maps.load_xodr_text("town"))).name], written
