@@ -25,7 +25,7 @@ from . import protocol as pr
 from .blueprints import BLUEPRINTS
 from .geometry import rotation_angles
 from .render.renderer import renderer_for, renderer_in_background
-from .world import WALKER_AI_CONTROLLER, CarlaError, NotServed, World, not_served
+from .world import CarlaError, NotServed, World, not_served
 
 log = logging.getLogger("slimdrive.server")
 RpcFunction = Callable[..., object]
@@ -312,7 +312,7 @@ class Simulator:
     # ------------------------------------------------------------------------------------------- actors
     @call()
     def get_actor_definitions(self) -> list:
-        return [bp.to_msg(uid) for uid, bp in enumerate([*BLUEPRINTS, WALKER_AI_CONTROLLER], start=1)]
+        return [bp.to_msg(uid) for uid, bp in enumerate(BLUEPRINTS, start=1)]
 
     @call()
     def get_spectator(self) -> list:

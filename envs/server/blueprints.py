@@ -290,6 +290,11 @@ BLUEPRINTS: tuple[Blueprint, ...] = (
         _float("distance", "5.0"), _float("hit_radius", "0.5"),
         Attribute("only_dynamics", ATTR_BOOL, "false", (), True),
         Attribute("debug_linetrace", ATTR_BOOL, "false", (), True))),
+    # CARLA's AI walker controller: an actor with no body, attached to the walker it drives. The driving itself is the
+    # client's (Detour crowd on the navigation mesh, `envs/server/navigation.py`), which sends the walker's pose each
+    # tick as ApplyWalkerState (`World.apply_walker_state`).
+    Blueprint("controller.ai.walker", ("controller", "ai", "walker"), "controller", None,
+              (Attribute("role_name", ATTR_STRING, "", ("",), True),)),
 )
 
 BY_ID: dict[str, Blueprint] = {bp.id: bp for bp in BLUEPRINTS}

@@ -18,7 +18,7 @@ from envs.maps.geometry import wrap_angle
 from envs.maps.speed_limits import SpeedLimits
 
 from . import collision, navigation, physics
-from .blueprints import BY_ID, SPECTATOR, TRAFFIC_LIGHT, Attribute, Blueprint
+from .blueprints import BY_ID, SPECTATOR, TRAFFIC_LIGHT, Blueprint
 from .geometry import compose, relative_to, rotation_matrix
 from .protocol import (
     ACTOR_DYNAMIC_STATE,
@@ -56,13 +56,6 @@ class CarlaError(Exception):
 class NotServed(CarlaError):
     """A CARLA call (or batch command) this simulator does not serve. The server also logs it: the client sends
     some calls without waiting for their answer (`actor.set_enable_gravity`), so it never sees their error."""
-
-
-# CARLA's AI walker controller: an actor with no body, attached to the walker it drives. The driving itself is the
-# client's (Detour crowd on the navigation mesh, `envs/server/navigation.py`), which sends the walker's pose each
-# tick as ApplyWalkerState (`World.apply_walker_state`).
-WALKER_AI_CONTROLLER = Blueprint("controller.ai.walker", ("controller", "ai", "walker"), "controller", None,
-                                 (Attribute("role_name", ATTR_STRING, "", ("",), True),))
 
 
 def not_served(call: str, why: str = "") -> NotServed:
@@ -173,8 +166,6 @@ class World:
             group.reset()
 
     def blueprint(self, blueprint_id: str) -> Blueprint:
-        if blueprint_id == WALKER_AI_CONTROLLER.id:
-            return WALKER_AI_CONTROLLER
         if blueprint_id not in BY_ID:
             raise CarlaError(f"unknown actor blueprint '{blueprint_id}'")
         return BY_ID[blueprint_id]
