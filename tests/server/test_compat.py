@@ -535,7 +535,7 @@ print("OK", ticks, "ticks; moved", sum(d > 10.0 for d in travelled), "of", count
 @pytest.mark.slow
 def test_two_thousand_synchronous_ticks_with_twenty_autopilot_vehicles(client_script):
     """No hang (the client's 20 s timeout on every tick), no leaked actor, no collision between the Traffic
-    Manager's vehicles, and most of them drive. (CARLA's AI walkers are not served: no navigation mesh.)"""
+    Manager's vehicles, and most of them drive (with twenty AI walkers as well: tests/server/test_walkers.py)."""
     with launch("town") as server:
         done = client_script(server, SOAK, str(server.port + 11), "2000", "20", str(server.pid), timeout=1800.0)
         log = server.log_tail(50)
