@@ -20,7 +20,7 @@ import numpy as np
 
 from envs import maps
 
-from . import navigation
+from . import navigation, recorder
 from . import protocol as pr
 from .blueprints import BLUEPRINTS
 from .geometry import rotation_angles
@@ -88,6 +88,7 @@ class Simulator:
         self.measure_sensors: Callable[[Callable[[], None]], None] = lambda measure: measure()
         self.answer_discarded = False  # whether the client discards the answer to the call being run (transport)
         self._refused_walker_states: set[int] = set()  # walkers whose refused ApplyWalkerState has been logged
+        self.recorder = recorder.Recorder()  # CARLA's recorder and replayer (envs/server/recorder.py)
 
     def _new_world(self, name: str, xodr: str, observer_stream: int) -> World:
         if name == GENERATED_MAP_NAME:
@@ -152,7 +153,9 @@ class Simulator:
         fixed = self.world.settings.fixed_delta_seconds
         dt = fixed if fixed is not None else min(max(now - self._last_tick_wall, 1e-3), 0.1)
         self._last_tick_wall = now
+        self.recorder.before_tick(self.world, dt)  # a replay moves its actors to this tick's poses
         output = self.world.tick(dt)
+        self.recorder.after_tick(self.world, output.contacts, dt)  # a recording writes this tick's frame
         self.on_tick([output.state])  # sent before the sensors are measured (cameras render): see World.tick
         self.measure_sensors(lambda: self.on_tick(output.sensors()))
         return output.frame
@@ -490,6 +493,54 @@ class Simulator:
         head = actor.transform[:3] + np.array([0.0, 0.0, 4.0])
         return [pr.bounding_box_msg(head, (0.2, 0.2, 0.5), actor.transform[3:6], actor.id)]
 
+
+    # ---------------------------------------------------------------- recorder and replayer (recorder.py)
+    @call()
+    def start_recorder(self, name: str, additional_data: bool = False) -> str:
+        try:
+            return self.recorder.start(self.world, str(name), bool(additional_data))
+        except OSError as exc:
+            raise CarlaError(str(exc)) from exc
+
+    @call(void=True)
+    def stop_recorder(self) -> None:
+        self.recorder.stop()
+
+    @call()
+    def show_recorder_file_info(self, name: str, show_all: bool = False) -> str:
+        return recorder.file_info(str(name), bool(show_all))
+
+    @call()
+    def show_recorder_collisions(self, name: str, type1, type2) -> str:
+        return recorder.file_collisions(str(name), type1, type2)
+
+    @call()
+    def show_recorder_actors_blocked(self, name: str, min_time: float, min_distance: float) -> str:
+        return recorder.file_blocked(str(name), pr.finite(min_time, "min_time"),
+                                     pr.finite(min_distance, "min_distance"))
+
+    @call()
+    def replay_file(self, name: str, start: float, duration: float, follow_id: int, replay_sensors: bool = False,
+                    offset=None) -> str:
+        return self.recorder.replay(self.world, str(name), pr.finite(start, "start"), pr.finite(duration, "duration"),
+                                    int(follow_id), bool(replay_sensors), offset,
+                                    load_map=lambda map_name: self.load_new_episode(map_name, False))
+
+    @call(void=True)
+    def set_replayer_time_factor(self, factor: float) -> None:
+        self.recorder.set_time_factor(pr.finite(factor, "time_factor"))
+
+    @call(void=True)
+    def set_replayer_ignore_hero(self, ignore: bool) -> None:
+        self.recorder.set_ignore_hero(bool(ignore))
+
+    @call(void=True)
+    def set_replayer_ignore_spectator(self, ignore: bool) -> None:
+        self.recorder.set_ignore_spectator(bool(ignore))
+
+    @call(void=True)
+    def stop_replayer(self, keep_actors: bool) -> None:
+        self.recorder.stop_replayer(self.world, bool(keep_actors))
 
     # ------------------------------------------------------------------------------------------- batch
     @call(raw=True)

@@ -819,8 +819,7 @@ class Replayer:
                     actor.velocity = np.zeros(3)
                     actor.walker_control.speed = 0.0
         else:
-            for actor_id in sorted(self.spawned, key=lambda i: world.actors[i].kind != "sensor"
-                                   if i in world.actors else True):
+            for actor_id in sorted(self.spawned):
                 if actor_id in world.actors:
                     try:
                         world.destroy(actor_id)

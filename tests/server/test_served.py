@@ -117,3 +117,23 @@ def test_level_bounding_boxes_are_the_maps_scenery_by_label(world):
         assert box.extent.z > 2.0 and box.location.z == pytest.approx(box.extent.z)  # standing on the ground
         assert abs(box.rotation.pitch) < 1e-6 and abs(box.rotation.roll) < 1e-6
         assert world_map.get_waypoint(box.location, project_to_road=False) is None  # off the road
+
+
+def test_the_recorder_calls_answer_carlas_text_about_a_missing_log(raw_call):
+    """The recorder row: the calls are bound with the stock client's arguments (the collision categories arrive as
+    chars, i.e. numbers; replay_file carries the 0.9.16 client's follow-camera offset) and a missing file answers
+    CARLA's line naming where it was looked for (tests/server/test_recorder.py drives the rest)."""
+    from envs.server.recorder import recorder_path
+    missing = recorder_path("no_such_recording.log")
+    for name, params in (("show_recorder_file_info", (False,)), ("show_recorder_collisions", (ord("v"), ord("a"))),
+                         ("show_recorder_actors_blocked", (30.0, 10.0))):
+        error, result = raw_call(name, "no_such_recording.log", *params)
+        assert error is None and result == [[1, f"File {missing} not found on server\n"]], (name, result)
+    error, result = raw_call("replay_file", "no_such_recording.log", 0.0, 0.0, 0, False,
+                             [[-10.0, 0.0, 5.0], [-25.0, 0.0, 0.0]])
+    assert result == [[1, f"Replaying File: {missing}\nFile {missing} not found on server\n"]], result
+    for name, params in (("set_replayer_time_factor", (2.0,)), ("set_replayer_ignore_hero", (False,)),
+                         ("set_replayer_ignore_spectator", (True,)), ("stop_replayer", (False,)),
+                         ("stop_recorder", ())):
+        error, result = raw_call(name, *params)
+        assert error is None and result == [[False]], (name, result)
