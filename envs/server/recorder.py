@@ -140,6 +140,20 @@ def _location_cm(transform) -> tuple[float, float, float]:
 
 
 _UIDS = {bp.id: uid for uid, bp in enumerate(BLUEPRINTS, start=1)}
+_POSITION = np.dtype([("id", "<u4"), ("location", "<f4", 3), ("rotation", "<f4", 3)])  # RECORDS[POSITION], packed
+assert _POSITION.itemsize == RECORDS[POSITION].size
+
+
+def _positions(actors: list) -> bytes:
+    """The Position packet of `actors` (every pose of every frame: the bulk of a log), built in one go."""
+    actors = actors[:MAX_RECORDS]
+    rows = np.zeros(len(actors), dtype=_POSITION)
+    if actors:
+        transforms = np.array([a.transform for a in actors], dtype=float)
+        rows["id"] = [a.id for a in actors]
+        rows["location"] = transforms[:, :3] * CM
+        rows["rotation"] = transforms[:, [5, 3, 4]]  # (roll, pitch, yaw)
+    return _packet(POSITION, COUNT.pack(len(rows)) + rows.tobytes())
 
 
 def _hero(actor) -> bool:
@@ -210,7 +224,7 @@ class Writer:
             self.next_collision += 1
         body += _records(COLLISION, collisions)
         placed = [a for a in actors.values() if a.kind not in ("sensor", "traffic_light")]
-        body += _records(POSITION, [(a.id, *_location_cm(a.transform), *_euler(a.transform)) for a in placed])
+        body += _positions(placed)
         lights = [a for a in actors.values() if a.traffic_light is not None]
         body += _records(STATE, [(a.id, a.traffic_light.frozen, a.traffic_light.elapsed, a.traffic_light.state)
                                  for a in lights])
