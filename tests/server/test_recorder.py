@@ -5,6 +5,7 @@ killed server is read up to its last complete frame and says what is wrong with 
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import signal
@@ -118,6 +119,32 @@ world.tick()
 kept = sorted(a.attributes.get("role_name", "") for a in world.get_actors().filter("vehicle.*"))
 client.stop_replayer(True)
 print(json.dumps({"text": text, "frames": frames, "kept": kept}))
+"""
+
+REPLAY_OPTIONS = """
+import json, sys
+import carla
+
+client = carla.Client(sys.argv[1], int(sys.argv[2]))
+client.set_timeout(20.0)
+world = client.get_world()
+settings = world.get_settings()
+settings.synchronous_mode, settings.fixed_delta_seconds = True, 0.05
+world.apply_settings(settings)
+client.set_replayer_time_factor(2.0)
+text = client.replay_file(sys.argv[3], 1.0, 0.0, int(sys.argv[4]), False)  # from 1 s, following the driver
+ticks = []
+for _ in range(8):
+    world.tick()
+    driver = [a for a in world.get_actors().filter("vehicle.*") if a.attributes["role_name"] == "driver"][0]
+    t, s = driver.get_transform(), world.get_spectator().get_transform()
+    ticks.append({"driver": [t.location.x, t.location.y, t.location.z, t.rotation.pitch, t.rotation.yaw,
+                             t.rotation.roll],
+                  "spectator": [s.location.x, s.location.y, s.location.z, s.rotation.pitch, s.rotation.yaw]})
+client.stop_replayer(False)  # the replay's actors go
+world.tick()
+left = [a.type_id for a in world.get_actors() if a.type_id.startswith(("vehicle.", "walker."))]
+print(json.dumps({"text": text, "ticks": ticks, "left": left}))
 """
 
 QUERY = """
@@ -254,6 +281,28 @@ def test_replaying_the_drive_on_a_fresh_server_puts_every_actor_where_it_was(rec
         assert got["light"] == want["light"], want["frame"]
     assert worst_cm <= 1.0 and worst_deg <= 0.1, (worst_cm, worst_deg)
     assert replay["kept"] == ["driver", "parked", "rammer"]
+
+
+def test_replay_options_time_factor_follow_camera_and_stop_replayer(recorded, folder, client_script):
+    """From 1 s at twice the speed: each tick advances the log 0.1 s and shows its frame (no interpolation at a time
+    factor of 2 or more, as CARLA); the spectator follows the driver from CARLA's camera offset (10 m behind, 5 m
+    up, 25 degrees down); stop_replayer(False) removes what the replay spawned."""
+    driver_id = recorded["ids"]["driver"]
+    with server_recording_into(folder) as server:
+        done = client_script(server, REPLAY_OPTIONS, "drive.log", str(driver_id))
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert "Replaying from 1 s - 3.95 s (3.95 s) at 2.0x\n" in out["text"], out["text"]
+    recorded_driver = {f["frame"]: f["poses"]["driver"] for f in recorded["frames"]}
+    for n, tick in enumerate(out["ticks"], start=1):
+        want = recorded_driver[21 + 2 * n]  # 1 s is frame 21; each tick 0.1 s, two frames, on
+        assert max(abs(a - b) for a, b in zip(want[:3], tick["driver"][:3])) < 0.01, (n, want, tick["driver"])
+        x, y, z = tick["driver"][:3]
+        yaw = math.radians(tick["driver"][4])
+        behind = (x - 10.0 * math.cos(yaw), y - 10.0 * math.sin(yaw), z + 5.0)
+        assert max(abs(a - b) for a, b in zip(behind, tick["spectator"][:3])) < 0.01, (n, behind, tick)
+        assert tick["spectator"][3] == pytest.approx(-25.0, abs=0.01)
+        assert (tick["spectator"][4] - tick["driver"][4] + 180.0) % 360.0 - 180.0 == pytest.approx(0.0, abs=0.01)
+    assert out["left"] == []
 
 
 def test_damaged_and_truncated_files_are_read_up_to_their_last_complete_frame(recorded, folder, client_script):
