@@ -329,14 +329,44 @@ _CACHE: dict[str, tuple[threading.Event, list]] = {}  # file name -> (built, [by
 _CACHE_LOCK = threading.Lock()
 
 
+def file_problem(data: bytes) -> str | None:
+    """What is wrong with a navigation file's bytes as `navmesh_bytes` writes them (one tile, no off-mesh
+    connections), None when nothing is: the magics and versions, and the lengths its headers give against the
+    bytes there are, so that a truncated or padded file is never served (the client's Detour would read past it)."""
+    set_header = struct.calcsize("<3i") + struct.calcsize("<3f2f2i") + struct.calcsize("<Ii")
+    if len(data) < set_header + MESH_HEADER.size:
+        return f"{len(data)} bytes, shorter than the headers ({set_header + MESH_HEADER.size})"
+    magic, version, tiles = struct.unpack_from("<3i", data)
+    if (magic, version, tiles) != (SET_MAGIC, SET_VERSION, 1):
+        return f"set header (magic, version, tiles) = {(magic, version, tiles)}, not ({SET_MAGIC}, {SET_VERSION}, 1)"
+    size = struct.unpack_from("<i", data, set_header - 4)[0]
+    if size != len(data) - set_header:
+        return f"tile of {size} bytes, {len(data) - set_header} there"
+    header = MESH_HEADER.unpack_from(data, set_header)
+    if header[:2] != (TILE_MAGIC, TILE_VERSION):
+        return f"tile header (magic, version) = {header[:2]}, not ({TILE_MAGIC}, {TILE_VERSION})"
+    polys, verts, links, details, detail_verts, tris, bv_nodes, off_mesh = header[6:14]
+    parts = (MESH_HEADER.size, 12 * verts, POLY.itemsize * polys, LINK_BYTES * links, POLY_DETAIL.itemsize * details,
+             12 * detail_verts, 4 * tris, BV_NODE.itemsize * bv_nodes)
+    expected = sum(_align4(part) for part in parts)
+    if off_mesh != 0 or min(header[6:14]) < 0 or expected != size:
+        return f"tile counts {header[6:14]} make {expected} bytes with {off_mesh} off-mesh links, not {size}"
+    return None
+
+
 def _build_bytes(network, name: str) -> bytes | None:
     """The mesh's bytes, from this machine's disk cache when a server built them before (a few milliseconds
-    instead of about 1.5 s for `town`)."""
+    instead of about 1.5 s for `town`); a cached file that is not whole is logged, built again and replaced."""
     path = DISK_CACHE / Path(name).name
     try:
-        return path.read_bytes()
+        cached = path.read_bytes()
     except OSError:
         pass
+    else:
+        problem = file_problem(cached)
+        if problem is None:
+            return cached
+        log.warning("navigation mesh cache %s is damaged (%s): building it again", path, problem)
     grid = walkable_grid(network)
     if grid is None:
         return None

@@ -359,11 +359,40 @@ def test_the_navigation_mesh_is_built_when_the_map_loads_before_any_client_asks(
     """Every client fetches the mesh from its first get_world(): a server builds it on a thread of its own when a
     map loads (here with an empty disk cache), so that the fetch does not wait for a build."""
     monkeypatch.setenv("TMPDIR", str(tmp_path))  # the launched server's disk cache of meshes
+    cached = tmp_path / navigation.DISK_CACHE.name
     with launch("town", log_dir=tmp_path) as server:
-        cached = tmp_path / navigation.DISK_CACHE.name
-        deadline = time.monotonic() + 60.0
-        while not any(cached.glob("*")) and time.monotonic() < deadline:
-            assert server.alive(), server.log_tail()
-            time.sleep(0.2)
-        written = list(cached.glob("*"))
-    assert [p.name for p in written] == [Path(navigation.file_name(maps.load_xodr_text("town"))).name], written
+        wait_for_whole_mesh(server, cached / TOWN_MESH)
+    # the file is renamed into place whole: no partial file is left beside it
+    assert [p.name for p in cached.iterdir()] == [TOWN_MESH]
+
+
+TOWN_MESH = Path(navigation.file_name(maps.load_xodr_text("town"))).name
+
+
+def wait_for_whole_mesh(server, path: Path) -> bytes:
+    """The mesh file at `path` once a launched server has written it whole (60 s at most)."""
+    deadline = time.monotonic() + 60.0
+    while time.monotonic() < deadline:
+        assert server.alive(), server.log_tail()
+        if path.exists() and navigation.file_problem(data := path.read_bytes()) is None:
+            return data
+        time.sleep(0.2)
+    raise AssertionError(f"no whole navigation mesh at {path}: {server.log_tail()}")
+
+
+def test_a_truncated_mesh_in_the_disk_cache_is_built_again_not_served(tmp_path, monkeypatch, client_script, town):
+    """A server killed while copying, or a full disk, can leave a short file under the mesh's name: the next server
+    logs it, builds the mesh again and replaces the file, and the client gets a whole mesh (its Detour would read
+    past a short one)."""
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    cached = tmp_path / navigation.DISK_CACHE.name
+    cached.mkdir()
+    _, grid = town
+    whole = navigation.navmesh_bytes(grid)
+    (cached / TOWN_MESH).write_bytes(whole[:len(whole) // 2])
+    with launch("town", log_dir=tmp_path) as server:
+        assert wait_for_whole_mesh(server, cached / TOWN_MESH) == whole
+        locations = np.array(result_of(client_script(server, RANDOM_LOCATIONS)))
+        log = server.log_tail(40)
+    assert "navigation mesh cache" in log and "is damaged (tile of" in log, log
+    assert all(grid.area_at(x, y) == navigation.AREA_SIDEWALK for x, y, _ in locations)
