@@ -162,7 +162,7 @@ def supervised(tasks: Iterable, workers: int, initializer: Callable[..., None], 
                 actor.state, (actor.pid, actor.node) = "idle", where
             elif kind == "ok":
                 item, actor.task, actor.state = actor.task, None, "idle"
-                on_result(item, payload)
+                queue[:0] = list(on_result(item, payload) or ())[::-1]  # more items: after those waiting
             elif kind == "error":
                 name, reason, text = payload
                 raise WorkerError(f"task {actor.task!r} raised in Ray worker pid {actor.pid} on {actor.node}:\n"

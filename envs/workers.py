@@ -142,8 +142,10 @@ def supervised(tasks: Iterable, workers: int, initializer: Callable[..., None], 
                on_death: Callable[[Death], None], retries: int = 2, executor: Executor | None = None) -> list[Death]:
     """Run `task(item)` for every item in up to `workers` spawned processes, each of which first runs
     `initializer(*initargs)`; `on_result(item, result)` is called in the parent as results arrive, in the order
-    they finish. A worker that dies holding an item is replaced and the item tried again, at most `retries`
-    more times; `on_death` hears of every death. Returns the deaths that made an item be given up.
+    they finish, and may return more items, queued after those waiting (an ask/tell optimiser's next points:
+    `slimdrive scenario search`), or None. A worker that dies holding an item is replaced and the item tried
+    again, at most `retries` more times; `on_death` hears of every death. Returns the deaths that made an item
+    be given up.
 
     A task's or initializer's exception is raised here as `WorkerError` carrying the worker's traceback (after
     every worker is stopped); so are more than `retries` deaths of workers that were starting. `initializer`
@@ -155,6 +157,10 @@ def supervised(tasks: Iterable, workers: int, initializer: Callable[..., None], 
         return on_ray(tasks, workers, initializer, initargs, task, on_result, on_death, retries, executor)
     context = multiprocessing.get_context("spawn")
     queue = list(tasks)[::-1]  # popped from the end: first in, first out
+
+    def result(item: Any, value: Any) -> None:
+        queue[:0] = list(on_result(item, value) or ())[::-1]  # more items: after those waiting
+
     lost: Counter = Counter()
     gave_up: list[Death] = []
     starting_deaths = 0
@@ -182,7 +188,7 @@ def supervised(tasks: Iterable, workers: int, initializer: Callable[..., None], 
         while queue or any(w.state != "idle" for w in pool):
             ready = set(wait([w.conn for w in pool] + [w.process.sentinel for w in pool]))
             for worker in [w for w in pool if w.conn in ready or w.process.sentinel in ready]:
-                if _receive(worker, on_result):
+                if _receive(worker, result):
                     continue
                 pool.remove(worker)
                 worker.process.join()

@@ -14,39 +14,55 @@ choices fall back to random draws) learn from the trials so far, minimising the 
 own distributions and `lhs` stratifies them (Latin hypercube), as baselines. Optuna is the optional extra
 `search` (`pip install -e '.[search]'`): random and lhs run without it.
 
-Resumable: every finished trial is a line of `<out>/trials.jsonl`; a rerun with the same settings continues
-after the last one (the Optuna samplers are told the finished trials again first). With `baseline=random` (the
+Resumable: every finished trial is a line of `<out>/trials.jsonl`, written (and synced) as it finishes; a rerun
+with the same settings runs only the trials missing from it (the Optuna samplers are told the finished trials
+again first), and the file is rewritten in trial order when the search ends. With `baseline=random` (the
 default) a random search of as many trials runs beside an optimiser in `<out>/baseline-random`, and
-`<out>/report.json` compares their falsification rates at equal trials. Episodes run one after another on one
-simulator, through `envs.rollout.drive_with_retries` as eval's do: a simulator that dies mid-trial is restarted
-and the trial driven again (at most `retries`, 2, more times; after that the search stops, exit 1, and a rerun
-drives that trial again: it is never kept as an "invalid" point); an agent's exception stops the search naming
-the agent, trial and error (exit 1); a trial whose scenario behaviour fails is invalid, as an unplaceable one is.
-A torn last line of trials.jsonl (a search killed while writing it) is repaired on resume (`runs.read_log`).
+`<out>/report.json` compares their falsification rates at equal trials.
+
+Episodes: `workers=N` drives N simulators in the project's one worker pool (`envs.workers`; `executor=ray` on a
+Ray cluster through `envs.ray_pool`, the optional extra `ray`), one trial at a time each. The optimisers are
+used in batches (ask/tell): asked for `workers` points (TPE with `constant_liar`, Optuna's way of keeping the
+points in flight apart), told the batch's results in trial order once all have finished, then asked again,
+so that a seeded search is the same for the same `workers`; random and lhs learn nothing, so all their points
+go to the pool at once, and trial n is the same point and episode whatever `workers` is. Each trial goes
+through `envs.rollout.drive_with_retries` as eval's episodes do: a simulator that dies mid-trial is restarted
+and the trial driven again (at most `retries`, 2, more times; a worker process that dies likewise); after that
+the search stops, exit 1, and a rerun drives that trial again: it is never kept as an "invalid" point. An
+agent's exception stops the search naming the agent, trial and error (exit 1); a trial whose scenario
+behaviour fails is invalid, as an unplaceable one is. A torn last line of trials.jsonl (a search killed while
+writing it) is repaired on resume (`runs.read_log`).
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import math
+import multiprocessing.util
+import os
 import shutil
+import warnings
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
+from agent.export import WeightFileError
 from agent.registry import AgentError, make_agent
 from envs.budget import BudgetExceeded, ComputeBudget
 from envs.driving_env import DrivingEnv, ScenarioFailed
 from envs.rollout import AgentFailed, TimeToCollision, drive_with_retries
+from envs.workers import Death, Executor, WorkerError, on_server, supervised
 from scenarios import metrics
 from scenarios.compile import ScenarioSpec, compile_seeds, load_scenario
 from scenarios.errors import ScenarioError
 from scenarios.space import SearchSpace, concrete_text, search_space
 from scenarios.suites import Episode
 
+from .evaluate import check_agent
 from .runs import EvalLogError, read_log
 
 SAMPLERS = ("tpe", "cmaes", "random", "lhs")
@@ -112,11 +128,16 @@ class OptunaSampler:
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         self.optuna = optuna
-        if kind == "tpe":
-            # multivariate: the parameters of a scenario act together (a release time only matters with a speed)
-            sampler = optuna.samplers.TPESampler(seed=seed, multivariate=True, n_startup_trials=10)
-        else:
-            sampler = optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
+        with warnings.catch_warnings():  # constant_liar is experimental in Optuna 4
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            if kind == "tpe":
+                # multivariate: the parameters of a scenario act together (a release time only matters with a
+                # speed); constant_liar: a point asked while others of its batch are still running is kept away
+                # from them (they count as if they had scored the worst value so far)
+                sampler = optuna.samplers.TPESampler(seed=seed, multivariate=True, n_startup_trials=10,
+                                                     constant_liar=True)
+            else:
+                sampler = optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
         self.study = optuna.create_study(direction="minimize", sampler=sampler)
         self.distributions = {}
         for dim in space.dimensions:
@@ -162,9 +183,27 @@ def make_sampler(kind: str, space: SearchSpace, seed: int, trials: int):
 
 
 # --------------------------------------------------------------------------------------------- search
+@dataclass(frozen=True)
+class TrialTask:
+    """One trial to drive: its number, its concrete scenario file and the seed (what a pool worker is sent)."""
+
+    number: int
+    file: str
+    seed: int
+
+
+def trial_outcome(cfg: DictConfig, record: dict) -> dict:
+    """A trial line's fields from its episode's record."""
+    return {"invalid": None, "value": objective_value(record, str(cfg.objective)),
+            "failed": is_failure(record, cfg.fail_below_ds), "driving_score": record["driving_score"],
+            "min_ttc_s": record.get("min_ttc_s"), "done": record["done"],
+            "infractions": [i["kind"] for i in record["infractions"]], "wall_s": record["wall_s"]}
+
+
 @dataclass
 class Runner:
-    """One simulator, agent and budget for all the trials of a command (made on the first episode)."""
+    """One simulator, agent and budget driving trials one after another: `workers=1`'s whole state, or one pool
+    worker's (made on the first episode)."""
 
     cfg: DictConfig
     env: DrivingEnv | None = None
@@ -180,9 +219,69 @@ class Runner:
         return drive_with_retries(self.env, self.agent, str(self.cfg.agent), self.budget, Episode(spec, seed),
                                   observers=lambda: [TimeToCollision()], retries=int(self.cfg.retries))
 
+    def trial(self, task: TrialTask) -> dict:
+        """Load, place and drive one trial: its line's fields, or {"not_run": failures} when the simulator failed
+        every attempt. An agent's exception (AgentFailed) is raised."""
+        try:
+            spec = load_scenario(task.file)
+            compile_seeds(spec, [task.seed])  # a point whose placement does not fit the map is no episode
+            record, failures = self.episode(spec, task.seed)
+        except (ScenarioError, ScenarioFailed) as exc:  # unplaceable, or its own behaviour fails: no episode
+            return {"invalid": str(exc), "value": None, "failed": False}
+        if record is None:
+            return {"not_run": failures}
+        return trial_outcome(self.cfg, record)
+
+    def drive(self, tasks: Iterable[TrialTask], finished: Callable[[TrialTask, dict], list[TrialTask]]) -> None:
+        """Drive `tasks` in order, and those `finished` asks for after each."""
+        queue = list(tasks)
+        while queue:
+            task = queue.pop(0)
+            queue += finished(task, self.trial(task))
+
     def close(self) -> None:
         if self.env is not None:
             self.env.close()
+
+
+_worker: Runner | None = None
+
+
+def _start_worker(cfg_yaml: str, server: str | None = None) -> None:
+    global _worker
+    _worker = Runner(on_server(OmegaConf.create(cfg_yaml), server))
+    # a pool worker ends through multiprocessing's exit path, which runs finalizers but not atexit handlers
+    multiprocessing.util.Finalize(_worker, _worker.close, exitpriority=10)
+
+
+def _trial_in_worker(task: TrialTask) -> dict:
+    return _worker.trial(task)
+
+
+@dataclass
+class PoolRunner:
+    """`workers` Runners in the worker pool (`envs.workers.supervised`, local or on Ray): the same trials and
+    outcomes as one Runner, driven in parallel. Workers start per search and stop when it ends."""
+
+    cfg: DictConfig
+    executor: Executor
+
+    def drive(self, tasks: Iterable[TrialTask], finished: Callable[[TrialTask, dict], list[TrialTask]]) -> None:
+        def died(death: Death) -> None:
+            what = "while starting" if death.task is None else f"while driving trial {death.task.number}"
+            then = "starting another" if death.task is None else "driving it again in a new worker" \
+                if death.retried else f"giving it up after {death.attempt} attempts"
+            print(f"  search worker pid {death.pid} died ({death.cause}) {what}; {then}", flush=True)
+
+        gave_up = supervised(tasks, int(self.cfg.workers), _start_worker, (OmegaConf.to_yaml(self.cfg),),
+                             _trial_in_worker, finished, died, int(self.cfg.retries), self.executor)
+        if gave_up:
+            d = gave_up[0]
+            raise TrialNotRun(f"trial {d.task.number} ({d.task.file}): its worker died {d.attempt} times "
+                              f"({d.cause}); rerun the same command to resume from this trial")
+
+    def close(self) -> None:
+        pass  # the pool stops its workers, and their simulators, at the end of each search
 
 
 def _settings(spec: ScenarioSpec, cfg: DictConfig, sampler: str) -> dict:
@@ -204,59 +303,98 @@ def _check_resume(out: Path, settings: dict) -> None:
     path.write_text(json.dumps(settings, indent=2))
 
 
-def search(spec: ScenarioSpec, cfg: DictConfig, out: Path, sampler_kind: str, runner: Runner) -> list[dict]:
-    """Run (or resume) one search into `out`; returns every trial's line of trials.jsonl."""
+class Batches:
+    """The trials still to run, proposed in batches: a learning sampler is asked for `size` points, which run in
+    parallel, and told their results in trial order once the batch has finished; a baseline's points are all
+    proposed at once. Every finished trial is appended to trials.jsonl (and synced) as it arrives."""
+
+    def __init__(self, spec: ScenarioSpec, cfg: DictConfig, out: Path, sampler_kind: str, sampler, todo: list[int],
+                 size: int, trials: list[dict]) -> None:
+        self.spec, self.cfg, self.out, self.kind, self.sampler = spec, cfg, out, sampler_kind, sampler
+        self.todo, self.size, self.trials = list(todo), size, trials
+        self.running: dict[int, dict] = {}  # this batch's trials still running: number -> its line so far
+        self.batch: list[dict] = []  # this batch's finished trials
+
+    def next(self) -> list[TrialTask]:
+        """Propose the next batch and write its concrete files."""
+        numbers, self.todo = self.todo[:self.size], self.todo[self.size:]
+        tasks = []
+        seed, base = int(self.cfg.seed), self.spec.scenario.name
+        for number in numbers:
+            # rounded as the file writes them: the values recorded are the ones that ran
+            values = {k: round(v, 4) if isinstance(v, float) else v for k, v in self.sampler.propose(number).items()}
+            name = f"{base}_t{number:04d}"
+            file = self.out / "trials" / f"{name}.yaml"
+            header = (f"# slimdrive scenario search: trial {number} of {self.spec.file} (sampler {self.kind}, agent "
+                      f"{self.cfg.agent}), seed {seed}.\n# Run it with that seed: {self.out / 'failures.yaml'} "
+                      "lists it if it failed.\n")
+            file.write_text(header + concrete_text(self.spec, values, name, f"Trial {number} of a search over "
+                                                                            f"{base} ({self.kind}); seed {seed}."))
+            self.running[number] = {"trial": number, "file": str(file), "seed": seed, "values": values}
+            tasks.append(TrialTask(number, str(file), seed))
+        return tasks
+
+    def finished(self, task: TrialTask, outcome: dict) -> list[TrialTask]:
+        """Record a finished trial; when its batch is complete, tell the sampler and propose the next one."""
+        if "not_run" in outcome:
+            # not the trial's fault: left out of trials.jsonl, so that a rerun drives it again
+            failures = outcome["not_run"]
+            raise TrialNotRun(f"trial {task.number} ({task.file}): the simulator failed {len(failures)} times "
+                              f"({failures[-1]}); rerun the same command to resume from this trial")
+        line = {**self.running.pop(task.number), **outcome}
+        with (self.out / "trials.jsonl").open("a") as f:
+            f.write(json.dumps(line) + "\n")
+            f.flush()
+            os.fsync(f.fileno())  # a line is either wholly on disk or torn (repaired on resume)
+        self.trials.append(line)
+        self.batch.append(line)
+        mark = "FAIL" if line["failed"] else "invalid" if line["invalid"] else "ok"
+        print(f"  {self.kind} trial {task.number + 1}/{self.cfg.trials}: {mark:7s} {self.cfg.objective}="
+              f"{line['value'] if line['value'] is not None else '-'}  {line.get('infractions') or ''}", flush=True)
+        if self.running:
+            return []
+        for t in sorted(self.batch, key=lambda t: t["trial"]):
+            self.sampler.tell(t["trial"], t["values"], t["value"])
+        self.batch = []
+        return self.next()
+
+
+def search(spec: ScenarioSpec, cfg: DictConfig, out: Path, sampler_kind: str,
+           runner: Runner | PoolRunner) -> list[dict]:
+    """Run (or resume) one search into `out`; returns every trial's line of trials.jsonl, in trial order."""
     space = search_space(spec)
     out.mkdir(parents=True, exist_ok=True)
     (out / "trials").mkdir(exist_ok=True)
     settings = _settings(spec, cfg, sampler_kind)
     _check_resume(out, settings)
     log = out / "trials.jsonl"
-    trials = read_log(log)  # a search killed while appending a trial leaves a torn last line: repaired here
+    # a search killed while appending a trial leaves a torn last line: repaired here; a parallel one may have
+    # finished trial n + 1 before trial n
+    trials = sorted(read_log(log), key=lambda t: t["trial"])
     sampler = make_sampler(sampler_kind, space, int(cfg.seed), int(cfg.trials))
     for t in trials:
         sampler.tell(t["trial"], t["values"], t["value"])
-    seed, base = int(cfg.seed), spec.scenario.name
-    for number in range(len(trials), int(cfg.trials)):
-        # rounded as the file writes them: the values recorded are the ones that ran
-        values = {k: round(v, 4) if isinstance(v, float) else v for k, v in sampler.propose(number).items()}
-        name = f"{base}_t{number:04d}"
-        file = out / "trials" / f"{name}.yaml"
-        header = (f"# slimdrive scenario search: trial {number} of {spec.file} (sampler {sampler_kind}, agent "
-                  f"{cfg.agent}), seed {seed}.\n# Run it with that seed: {out / 'failures.yaml'} lists it if it "
-                  "failed.\n")
-        file.write_text(header + concrete_text(spec, values, name, f"Trial {number} of a search over {base} "
-                                                                    f"({sampler_kind}); seed {seed}."))
-        line: dict[str, Any] = {"trial": number, "file": str(file), "seed": seed, "values": values}
-        try:
-            trial_spec = load_scenario(file)
-            compile_seeds(trial_spec, [seed])  # a point whose placement does not fit the map is no episode
-        except ScenarioError as exc:
-            line.update(invalid=str(exc), value=None, failed=False)
-        else:
-            try:
-                record, failures = runner.episode(trial_spec, seed)
-            except ScenarioFailed as exc:  # the drawn point makes the scenario's own behaviour fail: no episode
-                record, failures = None, []
-                line.update(invalid=str(exc), value=None, failed=False)
-            if record is not None:
-                line.update(invalid=None, value=objective_value(record, str(cfg.objective)),
-                            failed=is_failure(record, cfg.fail_below_ds), driving_score=record["driving_score"],
-                            min_ttc_s=record.get("min_ttc_s"), done=record["done"],
-                            infractions=[i["kind"] for i in record["infractions"]], wall_s=record["wall_s"])
-            elif failures:
-                # not the trial's fault: left out of trials.jsonl, so that a rerun drives it again
-                raise TrialNotRun(f"trial {number} ({file}): the simulator failed {len(failures)} times "
-                                  f"({failures[-1]}); rerun the same command to resume from this trial")
-        sampler.tell(number, values, line["value"])
-        with log.open("a") as f:
-            f.write(json.dumps(line) + "\n")
-        trials.append(line)
-        mark = "FAIL" if line["failed"] else "invalid" if line["invalid"] else "ok"
-        print(f"  {sampler_kind} trial {number + 1}/{cfg.trials}: {mark:7s} {cfg.objective}="
-              f"{line['value'] if line['value'] is not None else '-'}  {line.get('infractions') or ''}", flush=True)
+    done = {t["trial"] for t in trials}
+    todo = [n for n in range(int(cfg.trials)) if n not in done]
+    learns = isinstance(sampler, OptunaSampler)
+    batches = Batches(spec, cfg, out, sampler_kind, sampler, todo,
+                      max(1, int(cfg.workers)) if learns else max(1, len(todo)), trials)
+    if todo:
+        runner.drive(batches.next(), batches.finished)
+    trials.sort(key=lambda t: t["trial"])
+    _rewrite_log(log, trials)
     _write_failures(out, trials)
     return trials
+
+
+def _rewrite_log(log: Path, trials: list[dict]) -> None:
+    """trials.jsonl in trial order (a parallel search appends in the order trials finish), replaced atomically."""
+    staged = log.with_name(log.name + ".tmp")
+    with staged.open("w") as f:
+        f.writelines(json.dumps(t) + "\n" for t in trials)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(staged, log)
 
 
 def _write_failures(out: Path, trials: list[dict]) -> None:
@@ -296,6 +434,7 @@ def reproduce_command(cfg: DictConfig, out: Path) -> str:
 
 def run(cfg: DictConfig) -> int:
     try:
+        executor = Executor.from_cfg(cfg)  # a missing Ray is named before anything starts
         if cfg.path is None:
             raise SearchError("no scenario given: path=FILE (conf/scenario/search.yaml)")
         if str(cfg.objective) not in OBJECTIVES:
@@ -310,13 +449,16 @@ def run(cfg: DictConfig) -> int:
         for kind in (cfg.sampler, baseline):
             if kind is not None:
                 make_sampler(str(kind), search_space(spec), 0, 1)  # a bad name or a missing Optuna, before any episode
-    except (ScenarioError, SearchError) as exc:
+    except (ScenarioError, ValueError) as exc:  # a SearchError, or Executor's
         print(f"slimdrive scenario search: {exc}")
         return 2
     out = Path(cfg.out or f"runs/search/{spec.scenario.name}-{Path(str(cfg.agent)).stem}-{cfg.sampler}")
     print(f"searching {len(search_space(spec))} dimensions of {spec.file}: {', '.join(search_space(spec).names)}")
-    runner = Runner(cfg)
+    parallel = int(cfg.workers) > 1 or executor.kind == "ray"
+    runner = PoolRunner(cfg, executor) if parallel else Runner(cfg)
     try:
+        if parallel:
+            check_agent(cfg)  # an unknown agent or one that does not fit: one line, before any worker starts
         trials = search(spec, cfg, out, str(cfg.sampler), runner)
         report = {"file": str(spec.file), "agent": str(cfg.agent), "objective": str(cfg.objective),
                   "seed": int(cfg.seed), "dimensions": search_space(spec).names,
@@ -326,7 +468,7 @@ def run(cfg: DictConfig) -> int:
             base_out = out / f"baseline-{baseline}"
             report["baseline"] = summary(search(spec, cfg, base_out, str(baseline), runner), str(baseline))
             report["baseline"]["out"] = str(base_out)
-    except (SearchError, AgentError, EvalLogError) as exc:
+    except (SearchError, AgentError, WeightFileError, EvalLogError) as exc:
         print(f"slimdrive scenario search: {exc}")
         return 2
     except TrialNotRun as exc:
@@ -335,6 +477,15 @@ def run(cfg: DictConfig) -> int:
     except AgentFailed as exc:
         print(f"slimdrive scenario search: {exc}; not a simulator failure, so not retried: fix the agent and rerun "
               "to resume from this trial")
+        return 1
+    except WorkerError as exc:
+        # a worker's AgentFailed, named by its class (the traceback adds nothing); any other exception in a worker
+        # is a defect, shown with its traceback
+        if exc.kind == "AgentFailed":
+            print(f"slimdrive scenario search: {exc.reason}; not a simulator failure, so not retried: fix the agent "
+                  "and rerun to resume from this trial")
+        else:
+            print(f"slimdrive scenario search: {exc}\nthe trials finished before it are kept: rerun to resume")
         return 1
     except BudgetExceeded as exc:
         print(f"slimdrive scenario search: {exc} (budget: conf/budget/, e.g. budget=orin_int8)")

@@ -1,22 +1,43 @@
 """`slimdrive scenario search`: the scenario's distributions are the space, each trial is a concrete file, a
-failing case found with cruise is a file that `slimdrive eval` reproduces exactly, and a search resumes."""
+failing case found with cruise is a file that `slimdrive eval` reproduces exactly, and a search resumes;
+`workers=2` drives the trials in the worker pool with workers=1's trials and scores (random, lhs), an
+optimiser in batches, and a parallel search killed mid-batch resumes without re-running or losing a trial."""
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 
+from evaluation.search import make_sampler
 from scenarios.compile import draw, load_scenario
 from scenarios.space import concrete_text, search_space
 from scenarios.suites import SUITES_DIR
 from slimdrive import main
 
+REPO = Path(__file__).resolve().parents[2]
 SCENARIOS = SUITES_DIR.parent
 FAST_ENV = ["env.rig=front1", "env.image_size_x=64", "env.image_size_y=32"]
+JAYWALKER = SCENARIOS / "library" / "jaywalker_parked_van.yaml"  # 140 m in town: a trial takes seconds
+NOT_OUTCOME = ("file", "wall_s")  # where it was written and how long it took: not what the trial was
 
 
 def _trials(out) -> list[dict]:
     return [json.loads(line) for line in (out / "trials.jsonl").read_text().splitlines()]
+
+
+def _outcomes(out) -> list[dict]:
+    return [{k: v for k, v in t.items() if k not in NOT_OUTCOME} for t in _trials(out)]
+
+
+def _body(file: str) -> str:
+    """A trial file without its two comment lines (they name the folder it was written to)."""
+    return "".join(Path(file).read_text().splitlines(keepends=True)[2:])
 
 
 def test_the_space_is_every_distribution_and_a_concrete_file_draws_nothing(tmp_path):
@@ -87,3 +108,110 @@ def test_tpe_search_resumes_after_its_finished_trials(tmp_path, capsys):
     capsys.readouterr()
     assert main([*args, "trials=3", "sampler=random"]) == 2  # another sampler cannot continue this folder
     assert "sampler=tpe" in capsys.readouterr().out
+
+
+def _search_w(out: Path, workers: int) -> list[str]:
+    return ["scenario", "search", f"path={JAYWALKER}", "agent=cruise", "trials=2", "sampler=lhs", "baseline=random",
+            "seed=3", f"workers={workers}", f"out={out}", *FAST_ENV]
+
+
+def test_two_workers_give_one_workers_trials_and_scores(tmp_path, capsys):
+    """lhs with its random baseline, the same seed, run by one simulator and by two in the pool: the same points,
+    files, scores, failures and reports (trials.jsonl in trial order whatever order the trials finished in).
+    Then the folder a parallel search leaves when killed after trial 1 finished but before trial 0 did: the rerun
+    drives trial 0 alone, keeps trial 1 as it was, and ends with the same trials again."""
+    runs = {}
+    for workers in (1, 2):
+        runs[workers] = tmp_path / f"w{workers}"
+        assert main(_search_w(runs[workers], workers)) == 0
+    for part in ("", "baseline-random"):
+        one, two = runs[1] / part, runs[2] / part
+        assert [t["trial"] for t in _trials(two)] == [0, 1]
+        assert _outcomes(two) == _outcomes(one)
+        assert all(t["value"] is not None and t["driving_score"] > 0 for t in _trials(two))
+        assert [_body(t["file"]) for t in _trials(two)] == [_body(t["file"]) for t in _trials(one)]
+        assert sorted(p.name for p in (two / "failures").iterdir()) == \
+            sorted(p.name for p in (one / "failures").iterdir())
+    report = {w: json.loads((runs[w] / "report.json").read_text()) for w in (1, 2)}
+    for part in ("search", "baseline"):
+        for key in ("trials", "failures", "falsification_rate", "first_failure_trial", "invalid"):
+            assert report[2][part][key] == report[1][part][key], (part, key)
+        assert report[2][part]["best"]["values"] == report[1][part]["best"]["values"]
+    assert report[2]["rate_vs_baseline"] == report[1]["rate_vs_baseline"]
+
+    log = runs[2] / "baseline-random" / "trials.jsonl"
+    kept = log.read_text().splitlines()[1]
+    log.write_text(kept + "\n")
+    capsys.readouterr()
+    assert main(_search_w(runs[2], 2)) == 0
+    printed = capsys.readouterr().out
+    assert "random trial 1/2" in printed and "random trial 2/2" not in printed and "lhs trial" not in printed
+    assert log.read_text().splitlines()[1] == kept  # not driven again
+    assert _outcomes(runs[2] / "baseline-random") == _outcomes(runs[1] / "baseline-random")
+
+
+@pytest.mark.slow
+def test_a_parallel_search_killed_mid_batch_resumes_without_rerunning_or_losing_a_trial(tmp_path):
+    """SIGKILL a workers=2 random search (its process group: the search, its workers and their simulators) once
+    two of four trials are written; the rerun keeps those lines as they were (not driven again: the same wall_s), drives
+    only the missing trials, each once, and every trial n is the random point of (seed, n)."""
+    out = tmp_path / "killed"
+    args = ["scenario", "search", f"path={JAYWALKER}", "agent=cruise", "trials=4", "sampler=random",
+            "baseline=null", "seed=5", "workers=2", f"out={out}", *FAST_ENV]
+    search = subprocess.Popen([sys.executable, "-m", "slimdrive", *args], cwd=REPO, start_new_session=True,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = out / "trials.jsonl"
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and search.poll() is None and \
+                (not log.exists() or log.read_text().count("\n") < 2):
+            time.sleep(0.05)
+        assert search.poll() is None, "the search ended before it could be killed"
+        os.killpg(search.pid, signal.SIGKILL)
+    finally:
+        if search.poll() is None:
+            os.killpg(search.pid, signal.SIGKILL)
+        search.wait()
+    before = {t["trial"]: t for t in _trials(out)}
+    assert 2 <= len(before) < 4, before.keys()
+    assert main(args) == 0
+    after = _trials(out)
+    assert [t["trial"] for t in after] == list(range(4))  # none lost, none twice, in trial order
+    for number, line in before.items():
+        assert after[number] == line  # kept as it was: not driven again
+    space = search_space(load_scenario(JAYWALKER))
+    sampler = make_sampler("random", space, 5, 4)
+    for t in after:
+        assert t["values"] == {k: round(v, 4) if isinstance(v, float) else v
+                               for k, v in sampler.propose(t["trial"]).items()}
+        assert t["value"] is not None
+
+
+@pytest.mark.slow
+def test_tpe_in_batches_of_two_workers_resumes(tmp_path):
+    """TPE asked two points at a time (constant liar), told both once both finished; a rerun with more trials
+    tells the four finished ones again and runs one more batch."""
+    pytest.importorskip("optuna", reason="sampler=tpe needs Optuna: pip install -e '.[search]'")
+    out = tmp_path / "tpe2"
+    args = ["scenario", "search", f"path={JAYWALKER}", "agent=cruise", "sampler=tpe", "baseline=null",
+            "objective=min_ttc", "workers=2", f"out={out}", *FAST_ENV]
+    assert main([*args, "trials=2"]) == 0
+    first = _trials(out)
+    assert [t["trial"] for t in first] == [0, 1] and first[0]["values"] != first[1]["values"]
+    assert main([*args, "trials=4"]) == 0
+    resumed = _trials(out)
+    assert resumed[:2] == first and [t["trial"] for t in resumed] == [0, 1, 2, 3]
+    assert all(t["value"] is not None for t in resumed)
+
+
+def test_executor_ray_without_ray_names_the_extra(tmp_path, capsys):
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        pytest.skip("Ray is installed: tests/test_ray_executor.py runs executor=ray")
+    assert main(["scenario", "search", f"path={JAYWALKER}", "executor=ray", "workers=2", f"out={tmp_path}"]) == 2
+    printed = capsys.readouterr().out
+    assert 'pip install -e ".[ray]"' in printed and "executor=ray" in printed
+    assert not (tmp_path / "trials.jsonl").exists()
