@@ -73,6 +73,10 @@ class ExpertConfig:
     oncoming_speed_mps: float = 14.0  # an oncoming lane must be clear for what this speed covers while out there
     idm_headway_s: float = 1.2
     idm_min_gap_m: float = 3.0
+    emergency_behind_m: float = 60.0  # a vehicle with its beacons on closing in from this close behind is yielded to
+    emergency_near_m: float = 20.0  # ... and one closer than this even when it is not closing in
+    emergency_clear_m: float = 5.0  # ... until its rear is this far past the ego's front
+    emergency_slow_share: float = 0.5  # without a free lane of its direction: slow to this share of the limit
 
 
 class Expert:
@@ -98,6 +102,9 @@ class Expert:
         self._lights: LightIndex | None = None
         self._bodies: dict[int, tuple[float, float, str]] = {}  # id -> (half length, half width, kind)
         self._start_xy: dict[int, tuple[float, float]] = {}  # id -> where it stood at the first step
+        self._vehicles: dict[int, Any] = {}  # id -> the vehicle's handle (its lights are read through it)
+        self._yielding = False  # moved aside (or slowed) for an emergency vehicle coming up behind
+        self._shift_for = "pass"  # what the path's shift is for: "pass" (an obstacle) or "yield" (to an emergency)
         self._route_id: int | None = None
 
     def footprint(self) -> Footprint:
@@ -111,8 +118,10 @@ class Expert:
             self.reset()
             self._route_id = id(route)
             self._lights = LightIndex(world)
+            actors = [a for a in world.get_actors() if a.type_id.split(".")[0] in ("vehicle", "walker", "static")]
             self._bodies = {a.id: (a.bounding_box.extent.x, a.bounding_box.extent.y, a.type_id.split(".")[0])
-                            for a in world.get_actors() if a.type_id.split(".")[0] in ("vehicle", "walker", "static")}
+                            for a in actors}
+            self._vehicles = {a.id: a for a in actors if a.type_id.startswith("vehicle.") and a.id != ego.id}
             first = world.get_snapshot()
             self._start_xy = {i: (first.find(i).get_transform().location.x, first.find(i).get_transform().location.y)
                               for i in self._bodies if first.find(i) is not None}
@@ -123,14 +132,15 @@ class Expert:
         self._s, _ = route.project(transform.location, near_s=self._s)
         ego_len, ego_width, _ = self._bodies[ego.id]
 
+        slow_for_emergency = self._yield_to_emergency(priv.map, route, snapshot, ego.id, speed)
         path, path_s = self._path(route)
         obstacle = self._nearest_obstacle(snapshot, ego.id, path, path_s, ego_len, ego_width, speed)
-        if obstacle is not None:
+        if obstacle is not None and not self._yielding:
             self._maybe_pass(priv.map, route, obstacle, snapshot, ego.id, speed)
             path, path_s = self._path(route)
             obstacle = self._nearest_obstacle(snapshot, ego.id, path, path_s, ego_len, ego_width, speed)
 
-        target = self.speed_limit
+        target = self.speed_limit * (self.cfg.emergency_slow_share if slow_for_emergency else 1.0)
         free = accel = self.idm.accel(speed, target)
         hazard_kind, hazard_actor = "", -1
         if obstacle is not None:
@@ -221,8 +231,11 @@ class Expert:
                 continue
             along = float(np.min(ahead[hits]) - np.abs(half_len * np.cos(rel_yaw[hits[0]])))
             their_speed = v.x * math.cos(heading[k[hits[0]]]) + v.y * math.sin(heading[k[hits[0]]])
-            if kind == "walker" or hits[0] > 0:
-                their_speed = min(their_speed, 0.0)  # a crossing actor does not clear the lane ahead of us
+            # A crossing actor does not clear the lane ahead of us; one that enters the path driving along it faster
+            # than the ego (an emergency vehicle that went past, where the path returns into its lane) does.
+            along_path = abs(math.cos(rel_yaw[hits[0]])) > 0.9 and their_speed > speed
+            if kind == "walker" or (hits[0] > 0 and not along_path):
+                their_speed = min(their_speed, 0.0)
             if best is None or along < best[0]:
                 best = (along, float(their_speed), actor_id)
         return best
@@ -241,6 +254,95 @@ class Expert:
         if state == carla.TrafficLightState.Yellow and speed * speed > 2.0 * self.cfg.yellow_decel * distance:
             return light, None  # too close to stop comfortably: clear the junction
         return light, distance
+
+    # ------------------------------------------------------------------------------ emergency vehicles
+    def _emergency_behind(self, route, snapshot, ego_id: int, ego_speed: float) -> int | None:
+        """The nearest vehicle with its beacons on (carla.VehicleLightState Special1 or Special2) that drives the
+        route's way (within 30 deg) in the route's lane or the next one and is coming up behind the ego (closing
+        in from closer than `emergency_behind_m`, or closer than `emergency_near_m`), or, once the ego makes way, is
+        still behind or alongside (its rear not yet `emergency_clear_m` past the ego's front). Measured in the
+        frame of the route at the ego (not the ego's, which turns while moving aside)."""
+        ego_half_len = self._bodies[ego_id][0]
+        base = route.point_at(self._s)
+        yaw = math.radians(base.rotation.yaw)
+        fx, fy = math.cos(yaw), math.sin(yaw)
+        best = None
+        for actor_id, handle in self._vehicles.items():
+            state = snapshot.find(actor_id)
+            if state is None:
+                continue
+            t = state.get_transform()
+            dx, dy = t.location.x - base.location.x, t.location.y - base.location.y
+            along, across = dx * fx + dy * fy, -dx * fy + dy * fx
+            half_len = self._bodies[actor_id][0]
+            heading = (t.rotation.yaw - base.rotation.yaw + 180.0) % 360.0 - 180.0
+            behind_m = self.cfg.emergency_behind_m + (10.0 if self._yielding else 0.0)  # hysteresis
+            if (abs(heading) > 30.0 or abs(across) > 5.5 or along < -behind_m
+                    or along - half_len > ego_half_len + self.cfg.emergency_clear_m):
+                continue
+            v = state.get_velocity()
+            closing = (v.x * fx + v.y * fy) - ego_speed
+            if not self._yielding and along < -self.cfg.emergency_near_m and closing < self.cfg.stopped_mps:
+                continue  # not (yet) coming up on the ego, and not yet made way for
+            beacons = int(carla.VehicleLightState.Special1) | int(carla.VehicleLightState.Special2)
+            if not int(handle.get_light_state()) & beacons:
+                continue
+            if best is None or abs(along) < best[0]:
+                best = (abs(along), actor_id)
+        return None if best is None else best[1]
+
+    def _yield_to_emergency(self, world_map: carla.Map, route, snapshot, ego_id: int, speed: float) -> bool:
+        """Make way for an emergency vehicle coming up behind, as drivers must: move into a free neighbouring lane of
+        the ego's direction (the right one first) and stay there until it has gone past, then return; where there
+        is none (or the ego is out passing an obstacle), keep to the right of its lane and slow down.
+        Returns whether to slow down."""
+        emergency = self._emergency_behind(route, snapshot, ego_id, speed)
+        if emergency is None:
+            if self._yielding:  # it has gone past: back into the route's lane, beginning return_after_m ahead
+                self._yielding = False
+                self._shift_until = min(self._shift_until, self._s + self.cfg.return_after_m + self.cfg.shift_ramp_m)
+            return False
+        ego_half_width = self._bodies[ego_id][1]
+        if self._yielding or (self._shift_for == "yield" and self._shift_until > self._s):
+            # hold the move aside, over all of the path ahead, while it is behind or alongside
+            self._yielding = True
+            self._shift_until = self._s + self.cfg.look_ahead_m + self.cfg.shift_ramp_m
+            return False
+        if self._shift_until > self._s:  # already out passing an obstacle: finish that, slowly
+            return True
+        base = route.point_at(self._s)
+        yaw = math.radians(base.rotation.yaw)
+        right = np.array([-math.sin(yaw), math.cos(yaw)])
+        here = world_map.get_waypoint(base.location, project_to_road=True, lane_type=carla.LaneType.Driving)
+        for lane in (here.get_right_lane(), here.get_left_lane()):
+            if lane is None or lane.lane_type != carla.LaneType.Driving or lane.lane_id * here.lane_id <= 0:
+                continue
+            centre = lane.transform.location
+            shift = (centre.x - base.location.x) * right[0] + (centre.y - base.location.y) * right[1]
+            if self._lane_free(route, snapshot, (ego_id, emergency), shift, ego_half_width):
+                self._yielding, self._shift_for = True, "yield"
+                self._shift, self._shift_from, self._ramp = shift, self._s, self.cfg.shift_ramp_m
+                self._shift_until = self._s + self.cfg.look_ahead_m + self.cfg.shift_ramp_m
+                return False
+        return True
+
+    def _lane_free(self, route, snapshot, skip: tuple[int, int], shift: float, ego_half_width: float) -> bool:
+        """Whether the band the ego would take `shift` metres off the route is free of every other actor's
+        footprint from `clear_behind_m` behind the ego to `clear_ahead_m` ahead of it (standing ones too: it is
+        not a pass, the ego stays there a while)."""
+        lo, hi = self._s - self.cfg.clear_behind_m, self._s + self.cfg.clear_ahead_m
+        band_lo = shift - ego_half_width - self.cfg.pass_margin_m
+        band_hi = shift + ego_half_width + self.cfg.pass_margin_m
+        for other_id in self._bodies:
+            if other_id in skip:
+                continue
+            other = snapshot.find(other_id)
+            if other is None:
+                continue
+            s, low, high = self._lateral_extent(route, other_id, other, self._s)
+            if lo <= s <= hi and high >= band_lo and low <= band_hi:
+                return False
+        return True
 
     # ---------------------------------------------------------------------------------------- passing
     def _lateral_extent(self, route, actor_id: int, state, near_s: float) -> tuple[float, float, float]:
@@ -302,8 +404,11 @@ class Expert:
         if gap > self.cfg.pass_within_m or self._bodies[actor_id][2] == "walker":
             return
         state = snapshot.find(actor_id)
-        if state.get_velocity().length() > self.cfg.stopped_mps or self._has_moved(actor_id, state):
-            return  # traffic that stops (a car about to pull out, a braking lead) is waited for, not gone round
+        if state.get_velocity().length() > self.cfg.stopped_mps or \
+                (self._bodies[actor_id][2] != "static" and self._has_moved(actor_id, state)):
+            # traffic that stops (a car about to pull out, a braking lead) is waited for, not gone round; a prop that
+            # has moved (a door swung open) is not traffic and is gone round by its footprint now
+            return
         ego_half_width = self._bodies[ego_id][1]
         obstacle_s, low, high = self._lateral_extent(route, actor_id, state, self._s + gap)
         far_end = obstacle_s + self._bodies[actor_id][0]
@@ -336,7 +441,7 @@ class Expert:
                     self._shift_from = self._s
                     # a short run-up when the ego already stands close behind: the whole move must fit before it
                     self._ramp = float(np.clip(gap - 1.0, self.cfg.min_ramp_m, self.cfg.shift_ramp_m))
-                self._shift = shift
+                self._shift, self._shift_for = shift, "pass"
                 self._shift_until = max(self._shift_until, until)
                 return
 

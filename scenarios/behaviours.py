@@ -14,14 +14,19 @@ import carla
 import numpy as np
 
 from control import IDM, SpeedController, pure_pursuit
+from envs.server.blueprints import BY_ID
 
 from .compile import CompiledActor
 from .lane_path import LanePath
 from .lights import LightIndex, hold_group
-from .schema import Step
+from .schema import VEHICLE_LIGHTS, Step
 from .triggers import TriggerContext, fires
 
 STOPPED_MPS = 0.1
+# A vehicle's door is a panel prop spawned against its side, hinged at its front edge. The blueprint library has
+# no door (nor a way to grow a body's box): a street barrier (1.8 x 0.4 x 1.1 m) is the nearest panel to one.
+DOOR_BLUEPRINT = "static.prop.streetbarrier"
+DOOR_GAP_M = 0.05  # between the closed door and the body
 GAP_CORRIDOR_M = 1.8  # lateral half-width in which another actor counts as "ahead in my lane"
 LIGHT_STOP_MARGIN_M = 3.0
 NPC_IDM = IDM()
@@ -66,6 +71,12 @@ class ActorRunner:
         self.path: LanePath | None = None
         self.wheelbase = 1.2 * actor.bounding_box.extent.x  # about 60 % of the body length
         self.half_length = actor.bounding_box.extent.x
+        self.owned: dict[str, int] = {}  # actors this runner spawned itself (its doors), by name: id
+        # side -> [panel actor, its angle now (deg), the angle it swings from, (half length, half thickness)]
+        self.doors: dict[str, list] = {}
+        sides = sorted({step.params.side for step in spec.steps if step.primitive == "door"})
+        if sides:
+            self._spawn_doors(sides)
         if spec.kind == "vehicle":
             start = world_map.get_waypoint(spec.transform.location, project_to_road=True, lane_type=carla.LaneType.Any)
             # the path is laid 40 m ahead at once: with the turn of the first step that drives, so that a vehicle
@@ -73,6 +84,48 @@ class ActorRunner:
             turn = next((s.params.turn for s in spec.steps if s.primitive in ("follow_lane", "run_red_light")),
                         "straight")
             self.path = LanePath(start, turn)
+
+    # --------------------------------------------------------------------------------------------- doors
+    def _spawn_doors(self, sides: list[str]) -> None:
+        world = self.actor.get_world()
+        blueprint = world.get_blueprint_library().find(DOOR_BLUEPRINT)
+        if blueprint.has_attribute("role_name"):
+            blueprint.set_attribute("role_name", "scenario")
+        for side in sides:
+            extent = BY_ID[DOOR_BLUEPRINT].body.extent  # the library's box, the same as CARLA's prop's
+            self.doors[side] = [None, 0.0, 0.0, (extent[0], extent[1])]
+            transform = self._door_transform(side, 0.0)
+            panel = world.try_spawn_actor(blueprint, transform)
+            if panel is None:
+                loc = transform.location
+                raise RuntimeError(f"scenario actor '{self.spec.id}': its {side} door could not be spawned at "
+                                   f"({loc.x:.1f}, {loc.y:.1f}); move the vehicle away from what stands there")
+            self.doors[side][0] = panel
+            self.owned[f"{self.spec.id}.door_{side}"] = panel.id
+
+    def _door_transform(self, side: str, angle: float) -> carla.Transform:
+        """The panel's pose with the door `angle` degrees open: hinged at its inner front corner, at the body's side
+        (closed, the panel lies along the body, centred on it), its free end swinging outwards."""
+        half_len, half_thick = self.doors[side][3]
+        body = self.spec.transform
+        a = math.radians(angle)
+        out = -1.0 if side == "left" else 1.0  # the body's left is its -y (CARLA's frame is left-handed)
+        hinge = (half_len, out * (self.actor.bounding_box.extent.y + DOOR_GAP_M))
+        along = (-math.cos(a), out * math.sin(a))  # from the hinge to the free end
+        normal = (math.sin(a), out * math.cos(a))  # outwards, across the panel
+        lx = hinge[0] + along[0] * half_len + normal[0] * half_thick
+        ly = hinge[1] + along[1] * half_len + normal[1] * half_thick
+        yaw = math.radians(body.rotation.yaw)
+        location = body.location + carla.Location(x=lx * math.cos(yaw) - ly * math.sin(yaw),
+                                                  y=lx * math.sin(yaw) + ly * math.cos(yaw))
+        return carla.Transform(location, carla.Rotation(yaw=body.rotation.yaw + out * -angle))
+
+    def _swing_door(self, step_time: float, finished: bool = False) -> None:
+        p = self.step.params
+        door = self.doors[p.side]
+        share = 1.0 if finished else min(step_time / float(p.swing_s), 1.0)
+        door[1] = door[2] + (float(p.angle) - door[2]) * share
+        door[0].set_transform(self._door_transform(p.side, door[1]))
 
     @property
     def step(self) -> Step | None:
@@ -92,6 +145,8 @@ class ActorRunner:
         ctx.step_time = ctx.time - self.step_start
         if self.index == -1 or (self.step is not None and self._finished(ctx, speed, location)):
             self._advance(ctx, w, events, location, speed)
+        elif self.step is not None and self.step.primitive == "door":
+            self._swing_door(ctx.step_time)
         if self.spec.kind == "walker":
             return self._walker_control(ctx)
         if self.spec.kind == "vehicle":
@@ -112,6 +167,10 @@ class ActorRunner:
             return p.distance is not None and self.driven >= p.distance
         if step.primitive in ("brake", "stop"):
             return speed < STOPPED_MPS
+        if step.primitive == "lights":
+            return True
+        if step.primitive == "door":
+            return ctx.step_time >= p.swing_s
         return False  # run_red_light and idle last until `until`
 
     def _advance(self, ctx: TriggerContext, w: World, events: list[ScenarioEvent], location: carla.Location,
@@ -120,6 +179,8 @@ class ActorRunner:
         where = (round(location.x, 2), round(location.y, 2), round(location.z, 2))
         if self.step is not None:
             step = self.step
+            if step.primitive == "door":  # the door ends exactly where the step asked
+                self._swing_door(ctx.step_time, finished=True)
             events.append(ScenarioEvent(frame, ctx.time, self.spec.id, self.index, step.name, step.primitive,
                                         "finished", where))
             ctx.events.add(f"{self.spec.id}.{step.name}.finished")
@@ -147,8 +208,13 @@ class ActorRunner:
             _, light = w.lights.first_on_path(self.path.as_array())
             if light is not None:
                 hold_group(light, carla.TrafficLightState.Red)
-        # Repeat the step's check at once so that a trigger already true does not cost a tick.
-        if step.primitive == "wait" and fires(p, ctx):
+        if step.primitive == "door":
+            self.doors[p.side][2] = self.doors[p.side][1]  # swing from where it stands
+        if step.primitive == "lights":
+            self.actor.set_light_state(carla.VehicleLightState(
+                sum(int(getattr(carla.VehicleLightState, VEHICLE_LIGHTS[name])) for name in set(p.state))))
+        # Repeat the step's check at once so that a trigger already true (or a switch of lights) does not cost a tick.
+        if (step.primitive == "wait" and fires(p, ctx)) or step.primitive == "lights":
             self._advance(ctx, w, events, location, speed)
 
     # ------------------------------------------------------------------------------------------ controls
@@ -175,7 +241,7 @@ class ActorRunner:
         step = self.step
         x, y = transform.location.x, transform.location.y
         moving = step is not None and step.primitive in ("follow_lane", "change_lane", "run_red_light")
-        if step is None or step.primitive in ("wait", "idle"):
+        if step is None or step.primitive in ("wait", "idle", "door", "lights"):
             control = carla.VehicleControl(throttle=0.0, brake=1.0, hand_brake=True)
             return carla.command.ApplyVehicleControl(self.actor.id, control)
         self.path.advance(x, y)
@@ -219,3 +285,4 @@ class ActorRunner:
             return math.inf
         distance = max(index * 1.0 - LIGHT_STOP_MARGIN_M, 0.0)
         return math.sqrt(2.0 * NPC_IDM.comfort_decel * distance)
+

@@ -114,6 +114,7 @@ class ScenarioRun:
         world_map = world.get_map()
         self.runners = [ActorRunner(spec, by_id[actor_id], world_map)
                         for spec, actor_id in zip(self.compiled.actors, self._actor_ids)]
+        self._actor_ids += [i for runner in self.runners for i in runner.owned.values()]  # doors: cleaned up too
         self._lights = LightIndex(world)
         self._mover_ids = [a.id for a in world.get_actors() if a.type_id.startswith(("vehicle.", "walker."))]
         if self.compiled.ego_lights == "green":

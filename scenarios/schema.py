@@ -237,12 +237,33 @@ class Idle(Model):
     pass
 
 
+# carla.VehicleLightState's flags, as a file names them (special1/special2: an emergency vehicle's beacons)
+VEHICLE_LIGHTS = {"position": "Position", "low_beam": "LowBeam", "high_beam": "HighBeam", "brake": "Brake",
+                  "right_blinker": "RightBlinker", "left_blinker": "LeftBlinker", "reverse": "Reverse", "fog": "Fog",
+                  "interior": "Interior", "special1": "Special1", "special2": "Special2"}
+
+
+class Door(Model):
+    """Swing a door of the vehicle to `angle` degrees open (0 closes it) over `swing_s` seconds; the step ends when
+    it is there. The door is a panel hinged at its front edge on that side of the body, swinging outwards."""
+    side: Literal["left", "right"] = "left"
+    angle: number(ge=0.0, le=80.0) = 35.0
+    swing_s: number(gt=0.0, le=5.0) = 1.0
+
+
+class Lights(Model):
+    """Switch the vehicle's lights: those in `state` on, every other off; the step ends at once."""
+    state: list[Literal[tuple(VEHICLE_LIGHTS)]] = []  # the lights on (every other one off)
+
+
 PRIMITIVES: dict[str, type[Model]] = {
     "wait": Trigger, "walk": Walk, "cross": Cross, "follow_lane": FollowLane, "change_lane": ChangeLane,
-    "brake": Brake, "stop": StopStep, "run_red_light": RunRedLight, "idle": Idle,
+    "brake": Brake, "stop": StopStep, "run_red_light": RunRedLight, "idle": Idle, "lights": Lights,
+    "door": Door,
 }
 WALKER_PRIMITIVES = ("wait", "walk", "cross", "stop", "idle")
-VEHICLE_PRIMITIVES = ("wait", "follow_lane", "change_lane", "brake", "stop", "run_red_light", "idle")
+VEHICLE_PRIMITIVES = ("wait", "follow_lane", "change_lane", "brake", "stop", "run_red_light", "idle", "lights",
+                      "door")
 
 
 class Step(Model):
@@ -258,6 +279,8 @@ class Step(Model):
     stop: StopStep | None = None
     run_red_light: RunRedLight | None = None
     idle: Idle | None = None
+    lights: Lights | None = None
+    door: Door | None = None
 
     @model_validator(mode="before")
     @classmethod

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import carla
 import numpy as np
 import pytest
 
@@ -16,6 +17,7 @@ from envs.budget import ComputeBudget
 from envs.driving_env import DrivingEnv
 from envs.rollout import Observer, rollout
 from scenarios.compile import draw, load_scenario, weather_of
+from scenarios.metrics import score_route
 from scenarios.suites import Episode
 
 LIBRARY = Path(__file__).resolve().parents[2] / "scenarios" / "library"
@@ -39,9 +41,10 @@ class Recorder(Observer):
     """Per step: the ego's pose and speed, every scenario actor's (and anything it spawned) pose, yaw and speed."""
     ego: list = field(default_factory=list)  # (x, y, yaw, speed)
     actors: dict = field(default_factory=dict)  # name -> list of (x, y, yaw, speed)
+    lights: dict = field(default_factory=dict)  # vehicle name -> list of its carla.VehicleLightState bits
 
     def on_reset(self, env, obs, info) -> None:
-        self.ego, self.actors = [], {}
+        self.ego, self.actors, self.lights = [], {}, {}
 
     def on_step(self, env, step) -> None:
         priv = env.unwrapped.privileged
@@ -52,6 +55,8 @@ class Recorder(Observer):
                 state = snapshot.find(actor_id)
                 if state is not None:
                     self.actors.setdefault(name, []).append(_pose(state))
+            if runner.spec.kind == "vehicle":
+                self.lights.setdefault(runner.spec.id, []).append(int(runner.actor.get_light_state()))
 
     def track(self, name: str) -> np.ndarray:
         return np.array(self.actors[name])
@@ -86,8 +91,13 @@ def summary(record: dict) -> str:
             f"{[(i['kind'], i.get('detail')) for i in record['infractions']]}")
 
 
-def passed(record: dict) -> bool:
-    return (record["failure"] is None and record["done"] == "completed" and record["driving_score"] >= MIN_DS
+def passed(record: dict, ignore_min_speed: bool = False) -> bool:
+    """Completed with DS >= 95 and no collision; with `ignore_min_speed`, DS without the minimum-speed terms."""
+    ds = record["driving_score"]
+    if ignore_min_speed:
+        kinds = [i["kind"] for i in record["infractions"] if i["kind"] != "min_speed_infractions"]
+        ds = score_route(record["route_completion"], kinds, record["outside_lanes_pct"], ()).driving_score
+    return (record["failure"] is None and record["done"] == "completed" and ds >= MIN_DS
             and not any(i["kind"].startswith("collisions_") for i in record["infractions"]))
 
 
@@ -162,3 +172,100 @@ def test_expert_waits_for_a_flow_of_crossing_bicycles(expert_env, weather, seed)
     ego_at_crossing = int(np.argmax(ego[:, 1] < crossing_y + 2.5))  # its front bumper at the crossing
     assert ego_at_crossing > left_lane[-1], "the ego reached the crossing before the last cyclist had cleared it"
     assert ego[k:left_lane[-1], 3].min() < 0.5 * ego[k, 3], "the expert did not slow down for the flow"
+
+
+# ---------------------------------------------------------------------------- (b) emergency vehicle from behind
+EMERGENCY = LIBRARY / "emergency_vehicle_behind.yaml"
+
+
+@pytest.mark.parametrize("weather,seed", sorted(weather_seeds(EMERGENCY).items()))
+def test_expert_makes_way_for_an_emergency_vehicle_from_behind(expert_env, weather, seed):
+    """The ambulance or fire truck has its beacons on from the first tick, stands behind the ego in the ego's lane
+    until its trigger and then comes up faster than the ego may drive; the expert moves into a free lane of its
+    direction before it arrives, is there while it goes past, and returns to its lane."""
+    record, rec = drive_expert(expert_env, EMERGENCY, seed)
+    # The criteria's minimum-speed rule compares the ego with every vehicle within 50 m, the emergency vehicle
+    # included (the Leaderboard uses its background traffic only), so making way for one that drives 15-17 m/s
+    # costs the ego minimum-speed terms (docs/scenarios.md): those aside, the route must score >= 95.
+    assert passed(record, ignore_min_speed=True), summary(record)
+    ego, ev = np.array(rec.ego), rec.track("emergency")
+    beacons = int(carla.VehicleLightState.Special1) | int(carla.VehicleLightState.Special2)
+    assert all(bits & beacons == beacons for bits in rec.lights["emergency"]), "the beacons were not on throughout"
+    lane_y, limit = ego[0, 1], 40.0 / 3.6  # the ego's lane (it drives towards -x) and its speed limit
+    assert abs(ev[0, 1] - lane_y) < 0.3 and 10.0 < ev[0, 0] - ego[0, 0] < 20.0, "not behind the ego in its lane"
+    k = released_step(record, "emergency", step=1)  # step 0 switches the beacons on
+    assert np.hypot(*(ev[:k, :2] - ev[0, :2]).T).max() < 0.3, "it moved before its trigger"
+    assert ev[:, 3].max() > limit + 0.5, f"it never drove faster than the ego may ({ev[:, 3].max():.1f} m/s)"
+    behind = ev[:, 0] - ego[:, 0]  # > 0 while it is behind the ego (both drive towards -x)
+    passing = np.flatnonzero(np.abs(behind) < 5.0)  # alongside: centres within about a car length
+    assert len(passing) and behind[-1] < -10.0, "it never went past the ego"
+    gap = np.abs(ego[passing, 1] - ev[passing, 1])
+    assert gap.min() > 3.0, f"the ego was not out of its lane while it went past ({gap.min():.1f} m apart)"
+    assert abs(ev[passing, 1] - lane_y).max() < 0.5, "the emergency vehicle left its lane to get past"
+    assert abs(ego[-1, 1] - lane_y) < 0.5, "the ego did not return to its lane"
+    traffic = rec.track("traffic")
+    assert abs(traffic[:, 1] - traffic[0, 1]).max() < 0.3, "the traffic left its lane"
+
+
+# -------------------------------------------------------------------------------- (a) a door opening into the lane
+DOOR = LIBRARY / "door_opening.yaml"
+DOOR_NAME = "parked_car.door_left"
+
+
+def _corners(x: float, y: float, yaw_deg: float, half_len: float, half_width: float) -> np.ndarray:
+    yaw = np.radians(yaw_deg)
+    c, s = np.cos(yaw), np.sin(yaw)
+    local = np.array([(half_len, half_width), (half_len, -half_width), (-half_len, -half_width),
+                      (-half_len, half_width)])
+    return np.stack([x + local[:, 0] * c - local[:, 1] * s, y + local[:, 0] * s + local[:, 1] * c], axis=1)
+
+
+def _gap(a: np.ndarray, b: np.ndarray) -> float:
+    """The distance between two rectangles (corners in order), 0 when they overlap (separating axis test)."""
+    for poly in (a, b):
+        for k in range(4):
+            edge = poly[(k + 1) % 4] - poly[k]
+            axis = np.array([-edge[1], edge[0]]) / np.hypot(*edge)
+            pa, pb = a @ axis, b @ axis
+            if pa.max() < pb.min() or pb.max() < pa.min():
+                break
+        else:
+            continue
+        break
+    else:
+        return 0.0
+
+    def point_segment(p, q, r):
+        t = np.clip(np.dot(p - q, r - q) / np.dot(r - q, r - q), 0.0, 1.0)
+        return float(np.hypot(*(p - (q + t * (r - q)))))
+    return min(point_segment(p, poly[k], poly[(k + 1) % 4]) for one, poly in ((a, b), (b, a)) for p in one
+               for k in range(4))
+
+
+@pytest.mark.parametrize("weather,seed", sorted(weather_seeds(DOOR).items()))
+def test_expert_keeps_clear_of_a_door_opening_into_its_lane(expert_env, weather, seed):
+    """The parked car's door lies closed along its side until the trigger, swings open to the drawn angle in its
+    swing time while the ego is 12-35 m short of it, stands 0.8 m or more into the ego's lane for six seconds and
+    closes again; the expert keeps at least 0.25 m between its body and the door (it passes within the road)."""
+    record, rec = drive_expert(expert_env, DOOR, seed)
+    assert passed(record), summary(record)
+    ego, door, car = np.array(rec.ego), rec.track(DOOR_NAME), rec.track("parked_car")
+    spec = load_scenario(DOOR)
+    angle = draw(spec, seed)[1]["door_angle"]
+    k = released_step(record, "parked_car")
+    opened = released_step(record, "parked_car", step=1)
+    closing = released_step(record, "parked_car", step=2)
+    assert np.ptp(door[:k, :3], axis=0).max() < 1e-3, "the door moved before its trigger"
+    assert (opened - k) * 0.05 == pytest.approx(1.0, abs=0.051), "the door did not swing open in its swing time"
+    assert door[opened + 1, 2] - door[0, 2] == pytest.approx(angle, abs=0.5), "the door is not open to its angle"
+    assert (closing - opened) * 0.05 == pytest.approx(6.0, abs=0.051), "the door did not stay open six seconds"
+    assert np.abs(door[-1, :3] - door[0, :3]).max() < 1e-3, "the door did not close again"
+    # the door's reach into the ego's lane (the lane's right edge is 3.5 m right of the road's centre, y = 3.5)
+    panel = [_corners(*door[t, :3], 0.90, 0.20) for t in range(len(door))]
+    reach = 3.5 - np.array([p[:, 1].min() for p in panel])
+    assert reach[:k].max() < 0.35 and reach[opened + 1:closing].min() > 0.8, "the door did not open into the lane"
+    short = car[0, 0] - ego[k, 0]  # the ego drives along +x
+    assert 12.0 < short < 35.0, f"the ego was {short:.1f} m short of the car when the door opened"
+    half_len, half_width = 2.40, 1.08  # vehicle.tesla.model3 (the ego)
+    clearance = min(_gap(_corners(*ego[t, :3], half_len, half_width), panel[t]) for t in range(len(ego)))
+    assert clearance > 0.25, f"the ego came within {clearance:.2f} m of the door"

@@ -32,6 +32,7 @@ EGO_STOP_GAP_M, EGO_STOP_HEADWAY_S = 7.0, 1.2
 TICKS = 500
 MOVED_M = 0.5
 DT = 0.05  # s per tick
+STANDING_PRIMITIVES = ("wait", "idle", "lights", "door")  # steps that do not move the actor itself
 HARD_DECEL = 5.0  # m/s^2: a brake step must stop the actor at least this hard (cars brake at 6-8 m/s^2)
 
 
@@ -299,18 +300,22 @@ def test_behaviours_fire_as_written(sim, path, suite):
     for spec in run.compiled.actors:  # (the run's runners are gone after cleanup; its compiled actors stay)
         actor, steps, track = spec.id, spec.steps, positions[spec.id]
         moved = np.hypot(*(track - track[0]).T)
-        if not steps:  # parked props and vehicles stay where they were placed
+        first = next((j for j, step in enumerate(steps) if step.primitive != "lights"), len(steps))
+        moves = any(step.primitive not in STANDING_PRIMITIVES for step in steps)
+        if not moves:  # parked props and vehicles stay where they were placed (lights on, doors open, or not)
             assert moved.max() < MOVED_M, f"{actor} was meant to stay put"
+        if first == len(steps):
             continue
-        if steps[0].primitive != "wait":
+        if steps[first].primitive != "wait":
             assert moved.max() > 5.0, f"{actor} should drive off at once"
         else:
-            released = trace.event(actor, 0, "finished")
+            released = trace.event(actor, first, "finished")
             assert released, f"{actor}'s trigger never fired"
             k = index[released.frame]
             assert moved[:k + 1].max() < MOVED_M, f"{actor} moved before its trigger"
-            assert moved[min(k + 40, len(moved) - 1)] > MOVED_M, f"{actor} did not move after its trigger"
-            trigger = steps[0].wait
+            if moves:
+                assert moved[min(k + 40, len(moved) - 1)] > MOVED_M, f"{actor} did not move after its trigger"
+            trigger = steps[first].wait
             _trigger_tick(trace, trigger, actor, k)
             if trigger.event is not None:
                 source_actor, step, what = trigger.event.split(".")
