@@ -14,6 +14,9 @@ and only then the oncoming lane, by no more than needed (never a parking lane, s
 must be clear of every moving actor's footprint from `clear_behind_m` behind the obstacle to `clear_ahead_m`
 past the return, and in an oncoming lane as far ahead as oncoming traffic drives while the ego is out there;
 the path returns `return_after_m` past the obstacle's far end.
+A vehicle with its beacons on (an ambulance, a fire truck) closing in from behind is made way for: the path moves
+into a free neighbouring lane of the ego's direction (the right one first) while it is behind or alongside and
+returns once it has gone past; without a free lane the ego slows down.
 It is the reference that proves a scenario solvable and the teacher that labels recorded logs: after each
 `act` its `plan` says what it meant (its path ahead as waypoints in the ego frame, the speed it wants, and
 whether and why it brakes: the hazard actor and kind, the state of the light ahead).
@@ -294,8 +297,7 @@ class Expert:
     def _yield_to_emergency(self, world_map: carla.Map, route, snapshot, ego_id: int, speed: float) -> bool:
         """Make way for an emergency vehicle coming up behind, as drivers must: move into a free neighbouring lane of
         the ego's direction (the right one first) and stay there until it has gone past, then return; where there
-        is none (or the ego is out passing an obstacle), keep to the right of its lane and slow down.
-        Returns whether to slow down."""
+        is none (or the ego is out passing an obstacle), slow down in its lane. Returns whether to slow down."""
         emergency = self._emergency_behind(route, snapshot, ego_id, speed)
         if emergency is None:
             if self._yielding:  # it has gone past: back into the route's lane, beginning return_after_m ahead

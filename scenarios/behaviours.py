@@ -4,6 +4,8 @@ Walkers get a `WalkerControl` every tick (CARLA walkers keep the last one otherw
 `LanePath` with pure pursuit and an IDM gap; a vehicle that holds still keeps its brakes on. A step ends
 by its own completion (distance walked or driven, lane change done, stopped) or by its `until` trigger;
 after the last step the actor holds still. Every start and finish is recorded as an event.
+A `lights` step switches a vehicle's lights and ends at once; a `door` step swings a door panel that the runner
+spawned against the vehicle's side (listed in `owned`, so that the scenario destroys it with its actors).
 """
 from __future__ import annotations
 
