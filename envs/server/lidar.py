@@ -16,8 +16,9 @@ Points are in the sensor's frame with CARLA's axes (x forward, y right, z up, me
 positions in LibCarla's `sensor/SensorRegistry.h` (0.9.16: obstacle 7, radar 9, semantic LiDAR 10, LiDAR 11).
 
 Behaviour follows CARLA's RayCastLidar/RayCastSemanticLidar/Radar/ObstacleDetectionSensor: channels spread evenly
-from upper_fov to lower_fov; each tick a channel fires round(points_per_second * dt / channels) rays over the
-rotation_frequency * horizontal_fov * dt degrees the head turns, continuing from where the last tick stopped;
+from upper_fov to lower_fov; each tick a channel fires round(points_per_second * dt / channels) rays (at most
+MAX_RAYS_PER_TICK in all, as the radar) over the rotation_frequency * horizontal_fov * dt degrees the head turns,
+continuing from where the last tick stopped;
 intensity exp(-atmosphere_attenuation_rate * distance); a ray is dropped before casting with probability
 dropoff_general_rate, a hit below dropoff_intensity_limit kept with probability
 (1 - dropoff_zero_intensity) + intensity * dropoff_zero_intensity / dropoff_intensity_limit; noise_stddev moves a
@@ -59,9 +60,22 @@ def _renderer(world):
     return renderer_for(world.network, world.map_name)
 
 
-class _Lidar(SensorModel):
-    semantic = False
+def _rng(attribute: Callable[[str, str], str]) -> np.random.Generator:
+    """The sensor's own random stream, seeded by its `noise_seed` attribute."""
+    seed = number(attribute, "noise_seed", "0")
+    _check("a whole number, 0 or more", "noise_seed", seed, seed >= 0 and seed == int(seed))
+    return np.random.default_rng(int(seed))
 
+
+def _since_last(model, world, dt: float) -> float:
+    """Seconds since `model` last measured (`dt` the first time): the time a LiDAR head turns or a radar fires for,
+    longer than a tick with `sensor_tick`."""
+    delta = dt if model.last_time is None else world.elapsed - model.last_time
+    model.last_time = world.elapsed
+    return max(delta, 0.0)
+
+
+class _Lidar(SensorModel):
     def __init__(self, attribute: Callable[[str, str], str]):
         super().__init__(attribute)
         self.channels = int(number(attribute, "channels", "32"))
@@ -85,19 +99,13 @@ class _Lidar(SensorModel):
         step = 0.0 if self.channels == 1 else (self.upper_fov - self.lower_fov) / (self.channels - 1)
         self.elevation = np.radians(self.upper_fov - step * np.arange(self.channels))
         self.angle = 0.0  # degrees: where the head stopped after the last measurement
-        self._last_time: float | None = None
-        self.rng = np.random.default_rng(int(number(attribute, "noise_seed", "0")))
-
-    def _delta(self, world, dt: float) -> float:
-        delta = dt if self._last_time is None else world.elapsed - self._last_time
-        self._last_time = world.elapsed
-        return max(delta, 0.0)
+        self.last_time: float | None = None
 
     def rays(self, delta: float) -> tuple[np.ndarray, np.ndarray]:
-        """(channels, points) local unit directions of one tick's rays, as CARLA's head sweeps them; advances it."""
-        per_channel = int(round(self.points_per_second * delta / self.channels))
-        _check(f"at most {MAX_RAYS_PER_TICK} rays per tick (points_per_second * tick)", "points_per_second",
-               self.points_per_second, per_channel * self.channels <= MAX_RAYS_PER_TICK)
+        """(channels, points) local unit directions of one tick's rays, as CARLA's head sweeps them (at most
+        MAX_RAYS_PER_TICK in all); advances it."""
+        per_channel = min(int(round(self.points_per_second * delta / self.channels)),
+                          MAX_RAYS_PER_TICK // self.channels)
         sweep = self.rotation_frequency * self.horizontal_fov * delta
         step = sweep / per_channel if per_channel else 0.0
         yaw = np.fmod(self.angle + step * np.arange(per_channel), self.horizontal_fov) - self.horizontal_fov / 2.0
@@ -110,7 +118,7 @@ class _Lidar(SensorModel):
     def scan(self, world, actor, dt: float):
         """One tick's rays cast from the sensor: (directions (C, P, 3) local, hits of the flattened world rays,
         boxes, owners)."""
-        local, _ = self.rays(self._delta(world, dt))
+        local, _ = self.rays(_since_last(self, world, dt))
         rotation = rotation_matrix(*actor.transform[3:6])
         world_dirs = local.reshape(-1, 3) @ rotation.T
         boxes, owner = _renderer(world).boxes(world)
@@ -132,6 +140,7 @@ class RayCastLidar(_Lidar):
         self.dropoff_limit = number(attribute, "dropoff_intensity_limit", "0.8")
         self.dropoff_zero = number(attribute, "dropoff_zero_intensity", "0.4")
         self.noise_stddev = number(attribute, "noise_stddev", "0.0")
+        self.rng = _rng(attribute)
         _check("0 or more", "atmosphere_attenuation_rate", self.attenuation, self.attenuation >= 0.0)
         for name, value in (("dropoff_general_rate", self.dropoff_general),
                             ("dropoff_intensity_limit", self.dropoff_limit),
@@ -219,15 +228,13 @@ class Radar(SensorModel):
         _check(f"more than 0 and at most {MAX_RANGE:g} m", "range", self.range, 0.0 < self.range <= MAX_RANGE)
         _check(f"1..{MAX_POINTS_PER_SECOND}", "points_per_second", self.points_per_second,
                1 <= self.points_per_second <= MAX_POINTS_PER_SECOND)
-        self.rng = np.random.default_rng(int(number(attribute, "noise_seed", "0")))
-        self._last_time: float | None = None
+        self.rng = _rng(attribute)
+        self.last_time: float | None = None
 
     def measure(self, world, actor, contacts, dt, header) -> list[bytes]:
         if not self.due(world.elapsed):
             return []
-        delta = dt if self._last_time is None else world.elapsed - self._last_time
-        self._last_time = world.elapsed
-        count = min(int(self.points_per_second * max(delta, 0.0)), MAX_RAYS_PER_TICK)
+        count = min(int(self.points_per_second * _since_last(self, world, dt)), MAX_RAYS_PER_TICK)
         radius = np.sqrt(self.rng.random(count))
         angle = self.rng.random(count) * 2.0 * np.pi
         local = np.stack([np.ones(count), math.tan(math.radians(self.horizontal_fov / 2)) * radius * np.cos(angle),
@@ -287,7 +294,7 @@ class ObstacleSensor(SensorModel):
         boxes = BoxSet(center, rot, extent, np.zeros((n, 6, 3), np.float32), np.zeros((n, 6), np.uint8),
                        np.zeros((n, 6), bool))
         forward = rotation_matrix(*actor.transform[3:6])[:, 0]
-        hits = cast(np.asarray(actor.transform[:3], float), forward[None, :], boxes, self.distance, ground_z=None)
+        hits = cast(np.asarray(actor.transform[:3], float), forward[None, :], boxes, self.distance, ground=False)
         if hits.box[0] < 0:
             return []
         other = others[int(hits.box[0])]

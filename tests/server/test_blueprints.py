@@ -134,7 +134,10 @@ def test_catalogue_blueprints_spawn_with_their_sizes(client, world):
     ("sensor.lidar.ray_cast_semantic", "horizontal_fov", "400", "more than 0 and at most 360 degrees"),
     ("sensor.lidar.ray_cast_semantic", "points_per_second", "0", "1..10000000"),
     ("sensor.other.radar", "horizontal_fov", "200", "more than 0 and less than 180 degrees"),
+    ("sensor.lidar.ray_cast", "noise_seed", "-1", "a whole number, 0 or more"),
     ("sensor.other.radar", "range", "nan", "not a finite number"),
+    ("sensor.other.radar", "noise_seed", "-3", "a whole number, 0 or more"),
+    ("sensor.other.obstacle", "hit_radius", "-0.5", "0 or more m"),
     ("sensor.other.obstacle", "distance", "-1", "more than 0 and at most 1000 m"),
     ("sensor.camera.instance_segmentation", "fov", "180", "more than 0 and less than 180 degrees"),
 ])

@@ -281,9 +281,24 @@ def test_lidar_cost_per_tick_is_well_under_50_ms(town_renderer):
     directions = local.reshape(-1, 3)
     assert len(directions) == 32 * 88  # round(56,000 * 0.05 / 32) = 88 rays per channel, as CARLA rounds
     cast(origin, directions, boxes, 100.0)  # warm-up
-    started = time.perf_counter()
+    # CPU time of this process, not wall time: the machine is shared (2 cores at load 6), which stretches wall time
+    started = time.process_time()
     for _ in range(10):
         cast(origin, directions, boxes, 100.0)
-    per_tick_ms = (time.perf_counter() - started) / 10 * 1000.0
-    print(f"lidar ray cast: {per_tick_ms:.1f} ms per tick, {len(directions)} rays, {len(boxes)} boxes")
+    per_tick_ms = (time.process_time() - started) / 10 * 1000.0
+    print(f"lidar ray cast: {per_tick_ms:.1f} ms CPU per tick, {len(directions)} rays, {len(boxes)} boxes")
     assert per_tick_ms < 50.0
+
+
+def test_a_lidar_fires_at_most_max_rays_per_tick_and_its_head_keeps_turning():
+    """10,000,000 points/s on a 0.5 s tick would be 5,000,000 rays: a tick fires MAX_RAYS_PER_TICK (whole channels)
+    instead of failing the tick's sensors, and the head still turns the tick's whole sweep."""
+    from envs.server.lidar import MAX_RAYS_PER_TICK, RayCastLidar
+
+    attrs = {"channels": "64", "points_per_second": "10000000", "rotation_frequency": "0.5"}
+    lidar = RayCastLidar(lambda name, default: attrs.get(name, default))
+    local, yaw = lidar.rays(0.5)
+    assert local.shape == (64, MAX_RAYS_PER_TICK // 64, 3)
+    assert lidar.angle == pytest.approx(0.5 * 360.0 * 0.5)  # rotation_frequency * horizontal_fov * dt
+    # the rays spread over that sweep, from where the head stood (0, i.e. -horizontal_fov / 2 in the sensor frame)
+    assert np.degrees(yaw.min()) == pytest.approx(-180.0) and np.degrees(yaw.max()) == pytest.approx(-90.0, abs=0.01)

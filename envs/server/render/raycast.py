@@ -42,9 +42,9 @@ def _windows(az_sorted: np.ndarray, center_az: np.ndarray, span: np.ndarray) -> 
 
 
 def cast(origin: np.ndarray, directions: np.ndarray, boxes: BoxSet, max_range: float,
-         ground_z: float | None = 0.0, skip: np.ndarray | None = None) -> Hits:
-    """Nearest hit of each unit ray `directions` (N, 3) from `origin` (3,) within `max_range`, against `boxes` (those
-    where `skip` is True left out) and the plane z = `ground_z` (None: no ground)."""
+         ground: bool = True) -> Hits:
+    """Nearest hit of each unit ray `directions` (N, 3) from `origin` (3,) within `max_range`, against `boxes` and,
+    with `ground`, the plane z = 0 (the world's flat ground, docs/server.md)."""
     origin = np.asarray(origin, float)
     n = len(directions)
     best = np.full(n, np.inf)
@@ -57,18 +57,16 @@ def cast(origin: np.ndarray, directions: np.ndarray, boxes: BoxSet, max_range: f
         local_origin = np.einsum("kji,kj->ki", boxes.rot, -offset)  # origin in each box's frame
         inside = np.all(np.abs(local_origin) <= boxes.extent, axis=1)
         keep = (dist - radius < max_range) & ~inside
-        if skip is not None:
-            keep &= ~skip
         idx = np.flatnonzero(keep)
         if len(idx):
             _hit_boxes(directions, boxes, idx, offset[idx], dist[idx], radius[idx], local_origin[idx], max_range,
                        best, best_box, best_face)
-    if ground_z is not None:
+    if ground:
         dz = directions[:, 2]
         with np.errstate(divide="ignore", invalid="ignore"):
-            t = np.where(dz < -1e-9, (ground_z - origin[2]) / dz, np.inf)
-        ground = (t > 0.0) & (t < best) & (t <= max_range)
-        best[ground], best_box[ground], best_face[ground] = t[ground], GROUND, 4
+            t = np.where(dz < -1e-9, -origin[2] / dz, np.inf)
+        on_ground = (t > 0.0) & (t < best) & (t <= max_range)
+        best[on_ground], best_box[on_ground], best_face[on_ground] = t[on_ground], GROUND, 4
     normal = np.tile([0.0, 0.0, 1.0], (n, 1))
     on_box = best_box >= 0
     if on_box.any():
