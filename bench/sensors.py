@@ -8,14 +8,13 @@ own after every 20 Hz tick: wall and CPU milliseconds per tick, and what one tic
 
     slimdrive bench sensors [map=town] [vehicles=20] [walkers=10] [steps=100] [range=100] [out=file.json]
 
-(conf/bench/sensors.yaml; `python -m bench.sensors key=value ...` runs it without Hydra.)
+(the keys and their defaults: conf/bench/sensors.yaml.)
 """
 from __future__ import annotations
 
 import json
 import math
 import os
-import sys
 import time
 from pathlib import Path
 
@@ -23,19 +22,12 @@ import numpy as np
 
 from .sim import DT, scene_layout
 
-DEFAULTS = {"map": "town", "vehicles": 20, "walkers": 10, "steps": 100, "warmup": 5, "seed": 0, "range": 100.0,
-            "out": None}
 SENSORS = (
     ("sensor.lidar.ray_cast", {"range": "{range}"}),
     ("sensor.lidar.ray_cast_semantic", {"range": "{range}"}),
     ("sensor.other.radar", {}),
     ("sensor.other.obstacle", {"distance": "20"}),
 )
-
-
-def _get(cfg, key):
-    value = cfg.get(key) if hasattr(cfg, "get") else getattr(cfg, key, None)
-    return DEFAULTS[key] if value is None else value
 
 
 def run(cfg) -> int:
@@ -45,10 +37,9 @@ def run(cfg) -> int:
     from envs.server.render.renderer import renderer_for
     from envs.server.world import World
 
-    map_name, steps, warmup = str(_get(cfg, "map")), int(_get(cfg, "steps")), int(_get(cfg, "warmup"))
+    map_name, steps, warmup = str(cfg.map), int(cfg.steps), int(cfg.warmup)
     network, xodr = load_network(map_name), load_xodr_text(map_name)
-    (ego,), cars, people = scene_layout(network, int(_get(cfg, "vehicles")), int(_get(cfg, "walkers")),
-                                        int(_get(cfg, "seed")))
+    (ego,), cars, people = scene_layout(network, int(cfg.vehicles), int(cfg.walkers), int(cfg.seed))
     world = World(network, map_name, xodr)
     renderer_for(network, map_name)  # the scene, built once per map (not part of a tick's cost)
     ego_actor = world.spawn("vehicle.tesla.model3", [], Transform(ego[0], ego[1], 0.3, 0.0, ego[2], 0.0))
@@ -63,7 +54,7 @@ def run(cfg) -> int:
                                                         person.speed))
     sensors = []
     for blueprint_id, attrs in SENSORS:
-        values = [[name, 3, value.format(range=_get(cfg, "range"))] for name, value in attrs.items()]
+        values = [[name, 3, value.format(range=cfg.range)] for name, value in attrs.items()]
         sensors.append(world.spawn(blueprint_id, values, Transform(0.0, 0.0, 2.4, 0.0, 0.0, 0.0), ego_actor.id))
     wall = {s.blueprint.id: 0.0 for s in sensors}
     cpu = dict(wall)
@@ -80,7 +71,7 @@ def run(cfg) -> int:
                 cpu[sensor.blueprint.id] += time.process_time() - start_cpu
                 size[sensor.blueprint.id] += sum(len(p) for p in payloads)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    result = {"map": map_name, "steps": steps, "range": float(_get(cfg, "range")), "load_1min": load,
+    result = {"map": map_name, "steps": steps, "range": float(cfg.range), "load_1min": load,
               "sensors": {k: {"ms_per_tick": 1000.0 * wall[k] / steps, "cpu_ms_per_tick": 1000.0 * cpu[k] / steps,
                               "bytes_per_tick": size[k] / steps} for k in wall},
               "scene_boxes": len(renderer_for(network, map_name).boxes(world)[0])}
@@ -88,23 +79,7 @@ def run(cfg) -> int:
         print(f"{name:34s} {figures['ms_per_tick']:7.2f} ms/tick  (CPU {figures['cpu_ms_per_tick']:.2f} ms)  "
               f"{figures['bytes_per_tick'] / 1024:8.1f} KiB/tick")
     print(f"{result['scene_boxes']} boxes in the scene, {steps} ticks at {1 / DT:.0f} Hz, load {load:.1f}")
-    out = _get(cfg, "out")
-    if out:
-        Path(out).write_text(json.dumps(result, indent=2))
-        print(f"wrote {out}")
+    if cfg.out:
+        Path(cfg.out).write_text(json.dumps(result, indent=2))
+        print(f"wrote {cfg.out}")
     return 0
-
-
-def main(argv: list[str]) -> int:
-    cfg = {}
-    for arg in argv:
-        key, _, value = arg.partition("=")
-        if key not in DEFAULTS or not _:
-            print(f"unknown argument '{arg}': expected key=value with key in {sorted(DEFAULTS)}", file=sys.stderr)
-            return 2
-        cfg[key] = value
-    return run(cfg)
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
