@@ -325,8 +325,9 @@ def file_name(xodr: str) -> str:
     return f"slimdrive/Nav/{hashlib.sha1((xodr + _BUILDER).encode()).hexdigest()[:20]}.bin"
 
 
-_CACHE: dict[str, tuple[threading.Event, list]] = {}  # file name -> (built, [bytes or None])
+_CACHE: dict[str, tuple[threading.Event, list]] = {}  # file name -> (built, [bytes or None]), least recent first
 _CACHE_LOCK = threading.Lock()
+MESHES_IN_MEMORY = 4  # built meshes a process keeps (4.5 MB for town); older ones are read again from the disk cache
 
 
 def file_problem(data: bytes) -> str | None:
@@ -387,16 +388,18 @@ def _build_bytes(network, name: str) -> bytes | None:
 
 
 def mesh_bytes(network, xodr: str, wait: bool = True) -> bytes | None:
-    """The map's mesh (None on a map without sidewalks), built once per map and process; a second caller waits
-    for the first's build. `wait=False` starts the build on a thread of its own and returns at once (None)."""
+    """The map's mesh (None on a map without sidewalks), built once per map and process (the newest
+    MESHES_IN_MEMORY kept in memory); a second caller waits for the first's build. `wait=False` starts the build
+    on a thread of its own and returns at once (None)."""
     if not has_sidewalks(network):
         return None
     name = file_name(xodr)
     with _CACHE_LOCK:
-        entry = _CACHE.get(name)
+        entry = _CACHE.pop(name, None)
         mine = entry is None
         if mine:
-            entry = _CACHE[name] = (threading.Event(), [None])
+            entry = (threading.Event(), [None])
+        _CACHE[name] = entry  # the most recent, last
     built, slot = entry
 
     def run() -> None:
@@ -406,6 +409,10 @@ def mesh_bytes(network, xodr: str, wait: bool = True) -> bytes | None:
             log.exception("navigation mesh of the map could not be built")
         finally:
             built.set()
+            # a server that loads map after map (generate_opendrive_world) keeps the newest few built meshes
+            with _CACHE_LOCK:
+                for old in [key for key, (done, _) in _CACHE.items() if done.is_set()][:-MESHES_IN_MEMORY]:
+                    del _CACHE[old]
 
     if mine:
         if not wait:

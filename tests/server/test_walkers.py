@@ -396,3 +396,22 @@ def test_a_truncated_mesh_in_the_disk_cache_is_built_again_not_served(tmp_path, 
         log = server.log_tail(40)
     assert "navigation mesh cache" in log and "is damaged (tile of" in log, log
     assert all(grid.area_at(x, y) == navigation.AREA_SIDEWALK for x, y, _ in locations)
+
+
+def test_a_process_keeps_the_newest_meshes_in_memory_and_reads_older_ones_from_disk(tmp_path, monkeypatch, town):
+    """A server that loads map after map (generate_opendrive_world) must not hold every map's mesh (4.5 MB for
+    town): beyond MESHES_IN_MEMORY the oldest built one is dropped, and asking for it again reads the disk cache."""
+    monkeypatch.setattr(navigation, "DISK_CACHE", tmp_path / "meshes")
+    monkeypatch.setattr(navigation, "MESHES_IN_MEMORY", 1)
+    monkeypatch.setattr(navigation, "_CACHE", {})
+    town_network, _ = town
+    junction_network = maps.load_network("junction")
+    town_xodr, junction_xodr = maps.load_xodr_text("town"), maps.load_xodr_text("junction")
+    town_mesh = navigation.mesh_bytes(town_network, town_xodr)
+    junction_mesh = navigation.mesh_bytes(junction_network, junction_xodr)
+    assert list(navigation._CACHE) == [navigation.file_name(junction_xodr)]
+    assert sorted(p.name for p in (tmp_path / "meshes").iterdir()) == sorted(
+        Path(navigation.file_name(x)).name for x in (town_xodr, junction_xodr))
+    assert navigation.mesh_bytes(town_network, town_xodr) == town_mesh  # from the disk cache
+    assert list(navigation._CACHE) == [navigation.file_name(town_xodr)]
+    assert navigation.file_problem(town_mesh) is None and navigation.file_problem(junction_mesh) is None
