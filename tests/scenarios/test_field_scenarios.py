@@ -18,7 +18,7 @@ from envs.driving_env import DrivingEnv
 from envs.rollout import Observer, rollout
 from scenarios.compile import draw, load_scenario, weather_of
 from scenarios.metrics import score_route
-from scenarios.suites import Episode
+from scenarios.suites import Episode, load_suite
 
 LIBRARY = Path(__file__).resolve().parents[2] / "scenarios" / "library"
 FAST_ENV = dict(rig="front1", image_size_x=64, image_size_y=32)
@@ -108,6 +108,24 @@ def released_step(record: dict, actor: str, step: int = 0) -> int:
     found = [e for e in record["events"] if e["actor"] == actor and e["step"] == step and e["what"] == "finished"]
     assert found, f"{actor}'s step {step} never finished"
     return found[0]["frame"] - first
+
+
+FIELD_FILES = ("unprotected_left_turn_across", "crossing_bicycle_flow", "emergency_vehicle_behind", "door_opening")
+
+
+def test_the_field_suite_runs_each_field_scenario_in_every_weather_it_offers():
+    """scenarios/suites/field.yaml: the four files, each with one seed per weather variant (clear, rain, fog,
+    night), and nothing else; the files are library files, and in no other suite."""
+    episodes = load_suite("field")[1]
+    by_file: dict[str, set[str]] = {}
+    for episode in episodes:
+        weather = weather_of(draw(episode.scenario, episode.seed)[0])[1]
+        by_file.setdefault(episode.scenario.file.stem, set()).add(weather)
+    assert set(by_file) == set(FIELD_FILES) and len(episodes) == 4 * len(FIELD_FILES)
+    for name, weathers in by_file.items():
+        assert weathers == set(load_scenario(LIBRARY / f"{name}.yaml").scenario.weather.options), name
+    for suite in ("train", "val", "rare_events"):
+        assert not {e.scenario.file.stem for e in load_suite(suite)[1]} & set(FIELD_FILES), suite
 
 
 # ------------------------------------------------------------------------- (d) left turn across the ego's path
