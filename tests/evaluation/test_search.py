@@ -5,6 +5,7 @@ optimiser in batches, and a parallel search killed mid-batch resumes without re-
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from envs.workers import supervised
 from evaluation.search import make_sampler
 from scenarios.compile import draw, load_scenario
 from scenarios.space import concrete_text, search_space
@@ -202,6 +204,22 @@ def test_tpe_in_batches_of_two_workers_resumes(tmp_path):
     resumed = _trials(out)
     assert resumed[:2] == first and [t["trial"] for t in resumed] == [0, 1, 2, 3]
     assert all(t["value"] is not None for t in resumed)
+
+
+def test_the_pool_runs_the_items_a_result_asks_for():
+    """The pool's side of the optimiser's batches (envs.workers.supervised): the items `on_result` returns are
+    queued after those waiting and run by the same pool, which ends when no item is left (math.sqrt: a module-level
+    function a spawned worker imports in no time)."""
+    seen: list[tuple[float, float]] = []
+
+    def told(item: float, value: float) -> list[float]:
+        seen.append((item, value))
+        return [item + 10.0] if item < 10 else []
+
+    # one worker: 11 (asked for by 1's result) runs after 4, which was waiting, and 14 last
+    gave_up = supervised([1.0, 4.0], 1, math.sqrt, (0.0,), math.sqrt, told,
+                         lambda death: pytest.fail(f"no worker should die: {death}"))
+    assert gave_up == [] and seen == [(x, math.sqrt(x)) for x in (1.0, 4.0, 11.0, 14.0)]
 
 
 def test_executor_ray_without_ray_names_the_extra(tmp_path, capsys):
