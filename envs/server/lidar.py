@@ -293,12 +293,20 @@ class ObstacleSensor(SensorModel):
         n = len(others)
         boxes = BoxSet(center, rot, extent, np.zeros((n, 6, 3), np.float32), np.zeros((n, 6), np.uint8),
                        np.zeros((n, 6), bool))
-        forward = rotation_matrix(*actor.transform[3:6])[:, 0]
-        hits = cast(np.asarray(actor.transform[:3], float), forward[None, :], boxes, self.distance, ground=False)
-        if hits.box[0] < 0:
-            return []
-        other = others[int(hits.box[0])]
+        origin = np.asarray(actor.transform[:3], float)
+        # an actor the sphere already touches where the sweep starts: distance 0, as an engine sweep that starts
+        # in contact reports it (the ray cast leaves out boxes that hold its origin)
+        local = np.einsum("kji,kj->ki", rot, origin - center)
+        touching = np.flatnonzero(np.all(np.abs(local) <= extent, axis=1))
+        if len(touching):
+            nearest, distance = int(touching[np.argmin(np.linalg.norm(local[touching], axis=1))]), 0.0
+        else:
+            forward = rotation_matrix(*actor.transform[3:6])[:, 0]
+            hits = cast(origin, forward[None, :], boxes, self.distance, ground=False)
+            if hits.box[0] < 0:
+                return []
+            nearest, distance = int(hits.box[0]), float(hits.distance[0])
+        other = others[nearest]
         # as CARLA's event: self_actor is the sensor itself
-        body_msg = msgpack.packb([world.actor_msg(actor), world.actor_msg(other), float(hits.distance[0])],
-                                 use_bin_type=True)
+        body_msg = msgpack.packb([world.actor_msg(actor), world.actor_msg(other), distance], use_bin_type=True)
         return [header(self.type_id) + body_msg]

@@ -191,6 +191,12 @@ assert isinstance(event, carla.ObstacleDetectionEvent), type(event)
 assert event.other_actor.id == target.id and event.actor.id == sensor.id, (event.other_actor, event.actor)
 gap = 10.0 - target.bounding_box.extent.x - front  # bumper to bumper
 assert abs(event.distance - (gap - 0.5)) < 0.05, (event.distance, gap)  # the sphere touches 0.5 m earlier
+# a second sensor whose sphere already touches the target where it starts (0.2 m from its rear): distance 0
+close = spawn("sensor.other.obstacle", carla.Transform(carla.Location(x=front + gap - 0.2, z=1.0)), attach_to=ego,
+              distance=20, hit_radius=0.5, only_dynamics=True)
+event = first(listen(close))
+assert event.other_actor.id == target.id and event.actor.id == close.id and event.distance == 0.0, \
+    (event.other_actor, event.actor, event.distance)
 finish()
 """
 
