@@ -308,3 +308,42 @@ def test_a_lidar_fires_at_most_max_rays_per_tick_and_its_head_keeps_turning():
     assert lidar.angle == pytest.approx(0.5 * 360.0 * 0.5)  # rotation_frequency * horizontal_fov * dt
     # the rays spread over that sweep, from where the head stood (0, i.e. -horizontal_fov / 2 in the sensor frame)
     assert np.degrees(yaw.min()) == pytest.approx(-180.0) and np.degrees(yaw.max()) == pytest.approx(-90.0, abs=0.01)
+
+
+def _ground_scan(**attrs) -> tuple[np.ndarray, np.ndarray]:
+    """One 20 Hz tick of a LiDAR standing alone 2.4 m over a spawn point of `town`, looking 30-60 degrees down
+    (every ray meets the road within 5 m): (points (N, 4) as the client reads them, rays fired)."""
+    from envs.server.protocol import Transform
+    from envs.server.world import World
+
+    network = maps.load_network("town")
+    world = World(network, "town", maps.load_xodr_text("town"))
+    point = network.spawn_points()[0]
+    values = [[name, 3, str(value)] for name, value in {"upper_fov": -30, "lower_fov": -60, "range": 50,
+                                                        "channels": 16, **attrs}.items()]
+    lidar = world.spawn("sensor.lidar.ray_cast", values, Transform(point[0], point[1], 2.4, 0.0, 0.0, 0.0))
+    world.tick(0.05)
+    (payload,) = lidar.sensor.measure(world, lidar, [], 0.05, lambda type_id: b"")
+    channels = np.frombuffer(payload, "<u4", count=2)[1]
+    header = 4 * (2 + channels)
+    rays = 16 * round(56000 * 0.05 / 16)
+    return np.frombuffer(payload[header:], "<f4").reshape(-1, 4), rays
+
+
+def test_lidar_drop_off_keeps_the_share_carlas_formulas_give():
+    """CARLA's drop-off: a ray is dropped with probability dropoff_general_rate, and a hit whose intensity is at or
+    below dropoff_intensity_limit is kept with probability (1 - zero) + intensity * zero / limit. Counted over the
+    2,800 rays of a tick that all meet the road (seeded, so the same counts each run; the bounds are 4 standard
+    deviations of the binomial)."""
+    every, rays = _ground_scan(dropoff_general_rate=0, dropoff_intensity_limit=0, atmosphere_attenuation_rate=0.05)
+    assert len(every) == rays  # nothing dropped, every ray on the road
+    assert np.allclose(every[:, 3], np.exp(-0.05 * np.linalg.norm(every[:, :3], axis=1)), atol=1e-5)
+    general, _ = _ground_scan(dropoff_general_rate=0.45, dropoff_intensity_limit=0, noise_seed=5)
+    expected, spread = 0.55 * rays, 4 * np.sqrt(rays * 0.55 * 0.45)
+    assert abs(len(general) - expected) < spread, (len(general), expected)
+    # every hit is weak (intensity <= 1): kept with probability intensity itself (zero = limit = 1)
+    weak, _ = _ground_scan(dropoff_general_rate=0, dropoff_intensity_limit=1, dropoff_zero_intensity=1,
+                           atmosphere_attenuation_rate=0.05, noise_seed=5)
+    p = every[:, 3].astype(float)
+    expected, spread = p.sum(), 4 * np.sqrt(np.sum(p * (1 - p)))
+    assert abs(len(weak) - expected) < spread, (len(weak), expected)
