@@ -99,6 +99,8 @@ class ActorRunner:
             transform = self._door_transform(side, 0.0)
             panel = world.try_spawn_actor(blueprint, transform)
             if panel is None:
+                for spawned in self.owned.values():
+                    world.get_actor(spawned).destroy()
                 loc = transform.location
                 raise RuntimeError(f"scenario actor '{self.spec.id}': its {side} door could not be spawned at "
                                    f"({loc.x:.1f}, {loc.y:.1f}); move the vehicle away from what stands there")

@@ -112,9 +112,15 @@ class ScenarioRun:
         actors = world.get_actors(self._actor_ids)
         by_id = {a.id: a for a in actors}
         world_map = world.get_map()
-        self.runners = [ActorRunner(spec, by_id[actor_id], world_map)
-                        for spec, actor_id in zip(self.compiled.actors, self._actor_ids)]
-        self._actor_ids += [i for runner in self.runners for i in runner.owned.values()]  # doors: cleaned up too
+        self.runners = []
+        try:
+            for spec, actor_id in zip(self.compiled.actors, list(self._actor_ids)):
+                runner = ActorRunner(spec, by_id[actor_id], world_map)
+                self.runners.append(runner)
+                self._actor_ids += list(runner.owned.values())  # what it spawned itself (doors) goes with the rest
+        except RuntimeError:  # a door that could not be spawned: leave nothing behind
+            self.cleanup(client)
+            raise
         self._lights = LightIndex(world)
         self._mover_ids = [a.id for a in world.get_actors() if a.type_id.startswith(("vehicle.", "walker."))]
         if self.compiled.ego_lights == "green":
