@@ -124,7 +124,8 @@ def _walker(number: int, child: bool, gender: str, extent=None) -> Blueprint:
 
 
 def _prop(name: str, extent, size: str = "") -> Blueprint:
-    if not size:  # CARLA's size classes: small under 0.5 m, medium under 1.5 m, big above (longest half side)
+    if not size:  # by the longest side: small under 0.5 m, medium under 1.5 m, big beyond (this module's rule;
+        # CARLA's package names a size per prop, which the sources above do not give)
         size = "small" if max(extent) < 0.25 else "medium" if max(extent) < 0.75 else "big"
     attributes = (_role_name("prop"), Attribute("size", ATTR_STRING, size))
     body = Body(extent, (0.0, 0.0, extent[2]), TAG["static"])
