@@ -4,7 +4,8 @@ Payload (LibCarla's ImageSerializer): the 48-byte sensor header (frame, timestam
 packed `<IIf` {width, height, fov} and width*height*4 bytes BGRA. Depth uses CARLA's encoding
 `(R + G*256 + B*256^2) / (256^3 - 1) * 1000` m; semantic images carry the tag in R with G and B zero;
 instance segmentation (`sensor.camera.instance_segmentation`, LibCarla 0.9.16's SensorRegistry position 15) carries
-the tag in R and the id of the actor seen in G (low byte) and B (high byte), 0 for scenery, ground and sky.
+the tag in R and the id of the actor seen in G (low byte) and B (high byte), 0 for scenery, ground and sky (the
+id's low 16 bits: ids from 65,536 on wrap round).
 The classes are registered in `sensors._MODELS`; they subclass `sensor_model.SensorModel`.
 """
 from __future__ import annotations
