@@ -43,6 +43,7 @@ import hashlib
 import logging
 import math
 import os
+import stat
 import struct
 import tempfile
 import threading
@@ -355,15 +356,34 @@ def file_problem(data: bytes) -> str | None:
     return None
 
 
+def _private_cache() -> bool:
+    """Whether DISK_CACHE is a folder of this user's that no one else may write, made so if it is missing: it lies
+    in the shared temp folder under a name anyone can guess, and what it holds goes to clients' Detour. A folder
+    or link of another user's is neither read nor written (logged)."""
+    try:
+        DISK_CACHE.mkdir(mode=0o700, parents=True, exist_ok=True)
+        info = DISK_CACHE.lstat()
+        mine = stat.S_ISDIR(info.st_mode) and (not hasattr(os, "getuid") or info.st_uid == os.getuid())
+        if mine and info.st_mode & 0o022:
+            DISK_CACHE.chmod(0o700)
+    except OSError as exc:
+        log.warning("navigation mesh cache %s not usable: %s", DISK_CACHE, exc)
+        return False
+    if not mine:
+        log.warning("navigation mesh cache %s is not a folder of this user's: not used", DISK_CACHE)
+    return mine
+
+
 def _build_bytes(network, name: str) -> bytes | None:
     """The mesh's bytes, from this machine's disk cache when a server built them before (a few milliseconds
     instead of about 1.5 s for `town`); a cached file that is not whole is logged, built again and replaced."""
     path = DISK_CACHE / Path(name).name
+    private = _private_cache()
     try:
-        cached = path.read_bytes()
+        cached = path.read_bytes() if private else None
     except OSError:
-        pass
-    else:
+        cached = None
+    if cached is not None:
         problem = file_problem(cached)
         if problem is None:
             return cached
@@ -377,8 +397,9 @@ def _build_bytes(network, name: str) -> bytes | None:
             break
         except VertexOverflow:  # the estimate of walkable_grid fell short: coarser cells until one tile holds it
             grid = walkable_grid(network, grid.cell * 1.25, estimate=False)
+    if not private:
+        return data
     try:
-        DISK_CACHE.mkdir(parents=True, exist_ok=True)
         partial = path.with_suffix(f".{os.getpid()}.part")
         partial.write_bytes(data)
         partial.replace(path)  # whole or not at all, for servers building side by side

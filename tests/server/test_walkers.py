@@ -415,3 +415,19 @@ def test_a_process_keeps_the_newest_meshes_in_memory_and_reads_older_ones_from_d
     assert navigation.mesh_bytes(town_network, town_xodr) == town_mesh  # from the disk cache
     assert list(navigation._CACHE) == [navigation.file_name(town_xodr)]
     assert navigation.file_problem(town_mesh) is None and navigation.file_problem(junction_mesh) is None
+
+
+def test_a_mesh_cache_folder_that_is_a_link_is_neither_read_nor_written(tmp_path, monkeypatch, town):
+    """The cache lies in the shared temp folder under a name anyone can guess: a link there (another user's plant)
+    is not followed, so a planted file never reaches the clients' Detour; the mesh is built and served as is."""
+    planted = tmp_path / "planted"
+    planted.mkdir()
+    junction_mesh = navigation.navmesh_bytes(navigation.walkable_grid(maps.load_network("junction")))
+    (planted / TOWN_MESH).write_bytes(junction_mesh)  # whole, so only the folder check keeps it out
+    (tmp_path / "cache").symlink_to(planted)
+    monkeypatch.setattr(navigation, "DISK_CACHE", tmp_path / "cache")
+    monkeypatch.setattr(navigation, "_CACHE", {})
+    network, grid = town
+    served = navigation.mesh_bytes(network, maps.load_xodr_text("town"))
+    assert served == navigation.navmesh_bytes(grid) != junction_mesh
+    assert [p.name for p in planted.iterdir()] == [TOWN_MESH] and (planted / TOWN_MESH).read_bytes() == junction_mesh
