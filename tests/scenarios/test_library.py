@@ -337,3 +337,45 @@ def test_behaviours_fire_as_written(sim, path, suite):
                 _check_change_lane(trace, actor, k, index[finished.frame], float(step.change_lane.distance))
             elif step.primitive == "run_red_light":
                 _check_run_red_light(trace, actor, k)
+
+
+BLOCKED_DOOR = """name: blocked_door
+map: town
+ego:
+  route: {start: {x: 95, y: 1.75}, length: 130}
+actors:
+  - id: box
+    blueprint: static.prop.box01
+    place: {x: 150, y: 3.2}
+  - id: parked_car
+    blueprint: vehicle.lincoln.mkz_2020
+    place: {s: 55, lane: parked}
+    behaviour:
+      - wait: {ego_distance: 20}
+      - door: {side: left}
+"""
+
+
+def test_a_door_that_cannot_be_spawned_refuses_the_scenario_and_leaves_nothing(sim, tmp_path):
+    """A box stands where the parked car's door goes: setup names the actor and the door, and the world holds
+    the same actors as before it (the box, the car and nothing of the door are left)."""
+    path = tmp_path / "blocked_door.yaml"
+    path.write_text(BLOCKED_DOOR)
+    world = sim.get_world()
+    if not world.get_map().name.endswith("town"):
+        world = sim.load_world("town")
+    run = ScenarioRun(load_scenario(path), 0)
+    route = run.plan_route(world.get_map())
+    start = route.transforms[0]
+    ego = world.spawn_actor(world.get_blueprint_library().find("vehicle.tesla.model3"),
+                            carla.Transform(start.location + carla.Location(z=0.3), start.rotation))
+    world.tick()  # the client's actor list follows the world's snapshots: let the ego into one
+    before = {a.id for a in world.get_actors()}
+    try:
+        with pytest.raises(RuntimeError, match="parked_car.*left door could not be spawned"):
+            run.setup(sim, world, ego, route)
+        world.tick()
+        assert {a.id for a in world.get_actors()} == before
+    finally:
+        ego.destroy()
+        world.tick()
