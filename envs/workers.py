@@ -216,24 +216,28 @@ def supervised(tasks: Iterable, workers: int, initializer: Callable[..., None], 
 
 
 def _receive(worker: _Worker, on_result: Callable[[Any, Any], None]) -> bool:
-    """Handle what `worker` sent (a result may arrive just before its death); False when it is dead."""
-    try:
-        while worker.conn.poll():
+    """Handle what `worker` sent (a result may arrive just before its death); False when it is dead. Only the
+    pipe's errors mean a dead worker: an OSError of `on_result` (the caller's own write, a full disk) is the
+    caller's and propagates, instead of being taken for a death and waited on forever."""
+    while True:
+        try:
+            if not worker.conn.poll():
+                break
             kind, payload = worker.conn.recv()
-            if kind == "ready":
-                worker.state = "idle"
-            elif kind == "ok":
-                item, worker.task, worker.state = worker.task, None, "idle"
-                on_result(item, payload)
-            elif kind == "error":
-                name, reason, text = payload
-                raise WorkerError(f"task {worker.task!r} raised in worker pid {worker.process.pid}:\n{text}", name,
-                                  reason)
-            else:
-                name, reason, text = payload
-                raise WorkerError(f"worker pid {worker.process.pid} failed to start:\n{text}", name, reason)
-    except (EOFError, OSError):
-        return False  # the pipe closed under us: the worker is gone
+        except (EOFError, OSError):
+            return False  # the pipe closed under us: the worker is gone
+        if kind == "ready":
+            worker.state = "idle"
+        elif kind == "ok":
+            item, worker.task, worker.state = worker.task, None, "idle"
+            on_result(item, payload)
+        elif kind == "error":
+            name, reason, text = payload
+            raise WorkerError(f"task {worker.task!r} raised in worker pid {worker.process.pid}:\n{text}", name,
+                              reason)
+        else:
+            name, reason, text = payload
+            raise WorkerError(f"worker pid {worker.process.pid} failed to start:\n{text}", name, reason)
     return worker.process.is_alive()
 
 

@@ -48,3 +48,13 @@ def test_errors_are_raised_with_the_workers_traceback(tmp_path):
         supervised([1, -1, 2], 2, _start, (str(tmp_path),), _square, lambda *_: None, lambda _: None)
     with pytest.raises(WorkerError, match="(?s)failed to start.*RuntimeError: no simulator today"):
         supervised([1], 1, _start, (str(tmp_path), True), _square, lambda *_: None, lambda _: None)
+
+
+def test_an_oserror_of_the_callers_own_result_handler_is_raised_not_taken_for_a_dead_worker(tmp_path):
+    """A full disk while the parent writes a result must stop the run with that error; it once looked like a
+    dead worker (the pipe's OSError), so the parent waited forever on a worker that was alive."""
+    def write_result(item, result):
+        raise OSError(28, "No space left on device", str(tmp_path / "results.jsonl"))
+
+    with pytest.raises(OSError, match="No space left on device"):
+        supervised([1, 2], 1, _start, (str(tmp_path),), _square, write_result, lambda _: None)
