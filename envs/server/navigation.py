@@ -47,6 +47,7 @@ import stat
 import struct
 import tempfile
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -312,6 +313,8 @@ def navmesh_bytes(grid: WalkableGrid) -> bytes:
 # The builder's own source: part of a mesh's file name, so that a changed builder never meets a stale cache
 _BUILDER = hashlib.sha1(Path(__file__).read_bytes()).hexdigest()
 DISK_CACHE = Path(tempfile.gettempdir()) / f"slimdrive-navmesh-{os.getuid() if hasattr(os, 'getuid') else 0}"
+MESHES_ON_DISK = 16  # the disk cache keeps the most recently used; every change of this file names each mesh anew
+STALE_PART_S = 600.0  # a partial file this old is a killed server's, removed
 
 
 def has_sidewalks(network) -> bool:
@@ -386,6 +389,7 @@ def _build_bytes(network, name: str) -> bytes | None:
     if cached is not None:
         problem = file_problem(cached)
         if problem is None:
+            _touch(path)
             return cached
         log.warning("navigation mesh cache %s is damaged (%s): building it again", path, problem)
     grid = walkable_grid(network)
@@ -403,9 +407,32 @@ def _build_bytes(network, name: str) -> bytes | None:
         partial = path.with_suffix(f".{os.getpid()}.part")
         partial.write_bytes(data)
         partial.replace(path)  # whole or not at all, for servers building side by side
+        _prune()
     except OSError as exc:
         log.warning("navigation mesh not kept in %s: %s", DISK_CACHE, exc)
     return data
+
+
+def _touch(path: Path) -> None:
+    try:
+        os.utime(path)  # recently used: kept by _prune
+    except OSError:
+        pass
+
+
+def _prune() -> None:
+    """Keep the MESHES_ON_DISK most recently used meshes of the disk cache, and no partial file of a server that
+    was killed while writing (older than STALE_PART_S)."""
+    def age(path: Path) -> float:
+        try:
+            return time.time() - path.stat().st_mtime
+        except OSError:  # another server removed it meanwhile
+            return math.inf
+
+    meshes = sorted(DISK_CACHE.glob("*.bin"), key=age)
+    stale = [p for p in DISK_CACHE.glob("*.part") if age(p) > STALE_PART_S]
+    for path in meshes[MESHES_ON_DISK:] + stale:
+        path.unlink(missing_ok=True)
 
 
 def mesh_bytes(network, xodr: str, wait: bool = True) -> bytes | None:

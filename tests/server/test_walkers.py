@@ -4,6 +4,7 @@ own (`client_script`); the test process judges what it printed against the map."
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -412,7 +413,11 @@ def test_a_process_keeps_the_newest_meshes_in_memory_and_reads_older_ones_from_d
     assert list(navigation._CACHE) == [navigation.file_name(junction_xodr)]
     assert sorted(p.name for p in (tmp_path / "meshes").iterdir()) == sorted(
         Path(navigation.file_name(x)).name for x in (town_xodr, junction_xodr))
+    written = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "meshes").iterdir()}
+    time.sleep(0.05)
     assert navigation.mesh_bytes(town_network, town_xodr) == town_mesh  # from the disk cache
+    town_file = tmp_path / "meshes" / Path(navigation.file_name(town_xodr)).name
+    assert town_file.stat().st_mtime_ns > max(written.values())  # read: the most recently used, for the pruning
     assert list(navigation._CACHE) == [navigation.file_name(town_xodr)]
     assert navigation.file_problem(town_mesh) is None and navigation.file_problem(junction_mesh) is None
 
@@ -431,3 +436,26 @@ def test_a_mesh_cache_folder_that_is_a_link_is_neither_read_nor_written(tmp_path
     served = navigation.mesh_bytes(network, maps.load_xodr_text("town"))
     assert served == navigation.navmesh_bytes(grid) != junction_mesh
     assert [p.name for p in planted.iterdir()] == [TOWN_MESH] and (planted / TOWN_MESH).read_bytes() == junction_mesh
+
+
+def test_the_disk_cache_keeps_the_most_recently_used_meshes_and_no_stale_partial_file(tmp_path, monkeypatch):
+    """Every change of the builder names each map's mesh anew, so the disk cache would grow by 4.5 MB per map and
+    change: a server that writes a mesh keeps the MESHES_ON_DISK most recently used (a mesh read counts as used) and
+    removes partial files left by a killed server; a partial file another server may still be writing stays."""
+    cache = tmp_path / "meshes"
+    cache.mkdir()
+    monkeypatch.setattr(navigation, "DISK_CACHE", cache)
+    monkeypatch.setattr(navigation, "_CACHE", {})
+    monkeypatch.setattr(navigation, "MESHES_ON_DISK", 3)
+    now = time.time()
+    for k in range(5):  # mesh4 the newest
+        (cache / f"mesh{k}.bin").write_bytes(b"old")
+        os.utime(cache / f"mesh{k}.bin", (now - 1000 + k, now - 1000 + k))
+    (cache / "mesh0.1234.part").write_bytes(b"killed")
+    os.utime(cache / "mesh0.1234.part", (now - 2 * navigation.STALE_PART_S, now - 2 * navigation.STALE_PART_S))
+    (cache / "mesh1.5678.part").write_bytes(b"being written")
+    junction = maps.load_network("junction")
+    navigation.mesh_bytes(junction, maps.load_xodr_text("junction"))
+    junction_mesh = Path(navigation.file_name(maps.load_xodr_text("junction"))).name
+    assert sorted(p.name for p in cache.iterdir()) == sorted([junction_mesh, "mesh4.bin", "mesh3.bin",
+                                                              "mesh1.5678.part"])
