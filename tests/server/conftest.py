@@ -21,14 +21,7 @@ def raw_call(server):
     """`raw_call(name, *params)`: one msgpack-RPC request on a fresh connection to the module's server, past the
     stock client; returns (rpclib error field, result)."""
     def call(name, *params):
-        with socket.create_connection((server.host, server.port), timeout=5.0) as conn:
-            conn.sendall(msgpack.packb([0, 7, name, [[False], *params]], use_bin_type=True))
-            unpacker = msgpack.Unpacker(raw=False)
-            while True:
-                unpacker.feed(conn.recv(1 << 20))
-                for reply in unpacker:
-                    assert reply[:2] == [1, 7]
-                    return reply[2], reply[3]
+        return _call(server, name, *params)
     return call
 
 
@@ -43,6 +36,7 @@ def run_client_script(server, source: str, *args: str, timeout: float = 180.0) -
     if hung_at is not None:
         warnings.warn(f"the stock client's synchronous Traffic Manager missed a step at script line {hung_at} "
                       f"(CARLA 0.9.16's lost wake-up, docs/server.md); rerunning the script once", stacklevel=2)
+        _clear_after_a_dead_script(server, args)
         done = _run_script(server, source, args, timeout)
     assert done.returncode == 0, (
         f"client script exited with {done.returncode} ({_signal_name(done.returncode)}):\n"
@@ -60,6 +54,47 @@ def _run_script(server, source: str, args, timeout: float) -> subprocess.Complet
     script = WATCHDOG.format(seconds=max(timeout - 10.0, 1.0)) + textwrap.dedent(source)
     return subprocess.run([sys.executable, "-c", script, server.host, str(server.port), *args],
                           capture_output=True, text=True, timeout=timeout, env=env, cwd=REPO_ROOT)
+
+
+# What a script killed mid-way leaves on its server: its actors, synchronous mode, and its Traffic Manager's
+# registration (a rerun asking for that port would connect to the dead process's Traffic Manager)
+CLEAR_THE_WORLD = """
+import sys
+import carla
+
+client = carla.Client(sys.argv[1], int(sys.argv[2]))
+client.set_timeout(20.0)
+world = client.get_world()
+settings = world.get_settings()
+settings.synchronous_mode, settings.fixed_delta_seconds = False, None
+world.apply_settings(settings)
+world.wait_for_tick()  # the client lists the actors of the latest state: one after the dead script's spawns
+kinds = ("sensor", "controller", "vehicle", "walker", "static")  # sensors and controllers first, as CARLA asks
+left = sorted((a for a in world.get_actors() if a.type_id.split(".")[0] in kinds),
+              key=lambda a: kinds.index(a.type_id.split(".")[0]))
+client.apply_batch_sync([carla.command.DestroyActor(a.id) for a in left], False)
+world.wait_for_tick()
+print("cleared", len(left))
+"""
+
+
+def _clear_after_a_dead_script(server, args) -> None:
+    for port in (int(a) for a in args if a.isdigit() and 1024 <= int(a) <= 65535):
+        _call(server, "destroy_traffic_manager", port)  # any argument that may be its Traffic Manager's port
+    cleared = _run_script(server, CLEAR_THE_WORLD, (), 120.0)
+    assert cleared.returncode == 0, f"could not clear the server after a hung script:\n{cleared.stderr[-2000:]}"
+
+
+def _call(server, name: str, *params):
+    """One msgpack-RPC request on a fresh connection, past the stock client; returns (error field, result)."""
+    with socket.create_connection((server.host, server.port), timeout=5.0) as conn:
+        conn.sendall(msgpack.packb([0, 7, name, [[False], *params]], use_bin_type=True))
+        unpacker = msgpack.Unpacker(raw=False)
+        while True:
+            unpacker.feed(conn.recv(1 << 20))
+            for reply in unpacker:
+                assert reply[:2] == [1, 7]
+                return reply[2], reply[3]
 
 
 def traffic_manager_hang(source: str, done: subprocess.CompletedProcess) -> int | None:
