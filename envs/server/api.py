@@ -87,7 +87,7 @@ class Simulator:
         # (tick_cue) has been answered, so that world.tick() returns while cameras render
         self.measure_sensors: Callable[[Callable[[], None]], None] = lambda measure: measure()
         self.answer_discarded = False  # whether the client discards the answer to the call being run (transport)
-        self._refused_walker_states: set[int] = set()  # walkers whose refused ApplyWalkerState has been logged
+        self._refused_walker_states: set[tuple[int, int]] = set()  # (episode, actor) of logged refusals
         self.recorder = recorder.Recorder()  # CARLA's recorder and replayer (envs/server/recorder.py)
 
     def _new_world(self, name: str, xodr: str, observer_stream: int) -> World:
@@ -594,12 +594,14 @@ class Simulator:
             self.world.apply_walker_state(actor, pr.Transform.from_msg(transform),
                                           pr.finite(speed, "speed"))
         except (ValueError, CarlaError) as exc:
-            message = (f"ApplyWalkerState of walker {actor.id} ({actor.blueprint.id}) refused, the walker stays "
-                       f"where it is: {exc}")
-            if actor.id not in self._refused_walker_states:
-                self._refused_walker_states.add(actor.id)
-                log.warning("%s (sent by the client's walker navigation: was the controller given a NaN or "
-                            "infinite max speed?)", message)
+            message = (f"ApplyWalkerState of actor {actor.id} ({actor.blueprint.id}) refused, it stays where it "
+                       f"is: {exc}")
+            key = (self.world.episode_id, actor.id)
+            if key not in self._refused_walker_states:
+                self._refused_walker_states.add(key)
+                hint = (" (sent by the client's walker navigation: was the controller given a NaN or infinite max "
+                        "speed?)") if isinstance(exc, ValueError) else ""
+                log.warning("%s%s", message, hint)
             raise CarlaError(message) from exc
 
     def _check_command(self, index: int, where: str) -> None:

@@ -212,7 +212,7 @@ def test_a_nan_pose_from_the_clients_navigation_is_refused_and_logged(client_scr
         done = client_script(server, NAN_MAX_SPEED)
         log = server.log_tail(40)
     walker = done.stdout.split("walker ")[1].split()[0]
-    assert f"ApplyWalkerState of walker {walker}" in log and "not a finite number" in log, log
+    assert f"ApplyWalkerState of actor {walker}" in log and "not a finite number" in log and "NaN" in log, log
 
 
 NAVIGATION_AFTER_LOAD_WORLD = """
