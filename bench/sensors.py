@@ -13,14 +13,11 @@ own after every 20 Hz tick: wall and CPU milliseconds per tick, and what one tic
 from __future__ import annotations
 
 import json
-import math
 import os
 import time
 from pathlib import Path
 
-import numpy as np
-
-from .sim import DT, scene_layout
+from .sim import DT, in_process_scene, scene_layout
 
 SENSORS = (
     ("sensor.lidar.ray_cast", {"range": "{range}"}),
@@ -33,25 +30,14 @@ SENSORS = (
 def run(cfg) -> int:
     """Time each ray-cast sensor per tick; prints one line per sensor (and writes JSON with `out`)."""
     from envs.maps import load_network, load_xodr_text
-    from envs.server.protocol import ATTR_RGB, Transform, VehicleControl, WalkerControl, sensor_header
+    from envs.server.protocol import Transform, sensor_header
     from envs.server.render.renderer import renderer_for
-    from envs.server.world import World
 
     map_name, steps, warmup = str(cfg.map), int(cfg.steps), int(cfg.warmup)
     network, xodr = load_network(map_name), load_xodr_text(map_name)
-    (ego,), cars, people = scene_layout(network, int(cfg.vehicles), int(cfg.walkers), int(cfg.seed))
-    world = World(network, map_name, xodr)
+    layout = scene_layout(network, int(cfg.vehicles), int(cfg.walkers), int(cfg.seed))
+    world, ego_actor = in_process_scene(network, map_name, xodr, layout)
     renderer_for(network, map_name)  # the scene, built once per map (not part of a tick's cost)
-    ego_actor = world.spawn("vehicle.tesla.model3", [], Transform(ego[0], ego[1], 0.3, 0.0, ego[2], 0.0))
-    for car in cars:
-        colour = [["color", ATTR_RGB, car.color]] if car.color else []
-        actor = world.spawn(car.blueprint, colour, Transform(car.x, car.y, 0.3, 0.0, car.yaw, 0.0))
-        world.apply_vehicle_control(actor, VehicleControl(throttle=car.throttle, steer=car.steer))
-    for person in people:
-        actor = world.spawn(person.blueprint, [], Transform(person.x, person.y, 1.0, 0.0, person.yaw, 0.0))
-        heading = math.radians(person.yaw)
-        world.apply_walker_control(actor, WalkerControl(np.array([math.cos(heading), math.sin(heading), 0.0]),
-                                                        person.speed))
     sensors = []
     for blueprint_id, attrs in SENSORS:
         values = [[name, 3, value.format(range=cfg.range)] for name, value in attrs.items()]

@@ -38,9 +38,9 @@ def scene_layout(network, vehicles: int, walkers: int, seed: int) -> tuple[list,
     return [(ego.x, ego.y, ego.yaw)], cars, people
 
 
-def _in_process(network, map_name: str, xodr: str, rig: Rig | None, layout, steps: int,
-                warmup: int) -> tuple[float, float]:
-    """Wall and CPU seconds per `World.tick` of the scene, optionally with the rig's RGB cameras."""
+def in_process_scene(network, map_name: str, xodr: str, layout):
+    """The scene of `layout` in an in-process `World` (no server): the ego, and the vehicles and walkers moving
+    under their fixed controls. Returns (world, ego actor)."""
     from envs.server.protocol import ATTR_RGB, Transform, VehicleControl, WalkerControl
     from envs.server.world import World
 
@@ -56,6 +56,15 @@ def _in_process(network, map_name: str, xodr: str, rig: Rig | None, layout, step
         heading = math.radians(person.yaw)
         world.apply_walker_control(actor, WalkerControl(np.array([math.cos(heading), math.sin(heading), 0.0]),
                                                         person.speed))
+    return world, ego_actor
+
+
+def _in_process(network, map_name: str, xodr: str, rig: Rig | None, layout, steps: int,
+                warmup: int) -> tuple[float, float]:
+    """Wall and CPU seconds per `World.tick` of the scene, optionally with the rig's RGB cameras."""
+    from envs.server.protocol import Transform
+
+    world, ego_actor = in_process_scene(network, map_name, xodr, layout)
     for mount in rig.cameras if rig else ():
         attrs = [["image_size_x", 2, str(rig.image_size_x)], ["image_size_y", 2, str(rig.image_size_y)],
                  ["fov", 3, str(mount.fov)]]
