@@ -151,6 +151,8 @@ def supervised(tasks: Iterable, workers: int, initializer: Callable[..., None], 
     every worker is stopped); so are more than `retries` deaths of workers that were starting. `initializer`
     and `task` must be module-level functions, their arguments and results picklable. `executor` says where
     the workers run: here (None or local) or as Ray actors (`envs.ray_pool`, the same contract)."""
+    if workers < 1:  # no worker would ever take a task: the loop would wait for ever
+        raise ValueError(f"supervised: workers={workers}, give at least 1")
     if executor is not None and executor.kind == "ray":
         from .ray_pool import supervised as on_ray  # Ray is an optional extra: imported only when asked for
 

@@ -441,6 +441,9 @@ def run(cfg: DictConfig) -> int:
             raise SearchError(f"objective={cfg.objective}: use one of {', '.join(OBJECTIVES)}")
         if int(cfg.trials) < 1:
             raise SearchError(f"trials={cfg.trials}: give at least 1")
+        if isinstance(cfg.workers, bool) or not isinstance(cfg.workers, int) or cfg.workers < 1:
+            # 0 or less started no simulator: the pool then waited for ever on trials no worker would take
+            raise SearchError(f"workers={cfg.workers}: give the number of simulators driving trials, at least 1")
         spec = load_scenario(cfg.path)
         if not len(search_space(spec)):
             raise SearchError(f"{cfg.path}: the file draws nothing, so there is nothing to search; write the ranges "

@@ -48,6 +48,8 @@ def test_errors_are_raised_with_the_workers_traceback(tmp_path):
         supervised([1, -1, 2], 2, _start, (str(tmp_path),), _square, lambda *_: None, lambda _: None)
     with pytest.raises(WorkerError, match="(?s)failed to start.*RuntimeError: no simulator today"):
         supervised([1], 1, _start, (str(tmp_path), True), _square, lambda *_: None, lambda _: None)
+    with pytest.raises(ValueError, match="supervised: workers=0, give at least 1"):  # no worker would take a task
+        supervised([1], 0, _start, (str(tmp_path),), _square, lambda *_: None, lambda _: None)
 
 
 def test_an_oserror_of_the_callers_own_result_handler_is_raised_not_taken_for_a_dead_worker(tmp_path):

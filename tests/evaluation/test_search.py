@@ -69,6 +69,10 @@ def test_bad_searches_are_refused_before_any_episode(tmp_path, capsys):
     space = SCENARIOS / "spaces" / "crossing_walker.yaml"
     assert main(["scenario", "search", f"path={space}", "sampler=annealing", f"out={tmp_path}/b"]) == 2
     assert "tpe, cmaes, random, lhs" in capsys.readouterr().out
+    for workers in ("0", "-1", "two"):
+        assert main(["scenario", "search", f"path={space}", f"workers={workers}", f"out={tmp_path}/c"]) == 2
+        assert f"workers={workers}: give the number of simulators" in capsys.readouterr().out
+    assert not (tmp_path / "c").exists()
 
 
 def test_search_finds_cruise_hitting_the_jaywalker_and_eval_reproduces_the_file(tmp_path):
