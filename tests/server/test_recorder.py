@@ -162,6 +162,34 @@ for name in sys.argv[3:]:
 print(json.dumps(out))
 """
 
+OTHER_MAP = """
+import json, sys, time
+import carla
+
+client = carla.Client(sys.argv[1], int(sys.argv[2]))
+client.set_timeout(60.0)
+world = client.get_world()
+settings = world.get_settings()
+settings.synchronous_mode, settings.fixed_delta_seconds = True, 0.05
+world.apply_settings(settings)
+nowhere = client.replay_file(sys.argv[4], 0.0, 0.0, 0, False)  # a log of a map this server does not have
+still = client.get_world().get_map().name
+text = client.replay_file(sys.argv[3], 0.0, 0.0, 0, False)  # a log of town, on a server on junction
+maps = []
+for _ in range(100):  # the map becomes current within SWITCH_AFTER_S (1 s; envs/server/api.py): this client,
+    time.sleep(0.05)  # unlike load_world, does not replace its Episode
+    world.tick()
+    world = client.get_world()
+    maps.append(world.get_map().name)
+    if maps[-1].endswith("town"):
+        break
+for _ in range(5):
+    world.tick()
+roles = sorted(a.attributes.get("role_name", "") for a in world.get_actors().filter("vehicle.*"))
+client.stop_replayer(False)
+print(json.dumps({"nowhere": nowhere, "still": still, "text": text, "maps": maps, "roles": roles}))
+"""
+
 KILLED = """
 import sys, time
 import carla
@@ -189,12 +217,12 @@ def folder(tmp_path_factory):
 
 
 @contextmanager
-def server_recording_into(folder):
-    """A server whose recorder folder (relative file names) is `folder`."""
+def server_recording_into(folder, map_name="town"):
+    """A server on `map_name` whose recorder folder (relative file names) is `folder`."""
     previous = os.environ.get("SLIMDRIVE_RECORDER_DIR")
     os.environ["SLIMDRIVE_RECORDER_DIR"] = str(folder)
     try:
-        server = launch("town")
+        server = launch(map_name)
     finally:
         if previous is None:
             del os.environ["SLIMDRIVE_RECORDER_DIR"]
@@ -334,6 +362,26 @@ def test_damaged_and_truncated_files_are_read_up_to_their_last_complete_frame(re
             "unknown packet id 238; read up to its last complete frame (10)") in damaged_info
     assert damaged_info.endswith(f"\nFrames: 10\nDuration: {log.frames[9].elapsed:g} seconds\n")
     assert out["missing.log"]["info"] == f"File {folder / 'missing.log'} not found on server\n"
+
+
+def test_a_log_of_another_map_loads_it_and_a_log_of_an_unknown_map_is_refused(recorded, folder, client_script):
+    """docs/server.md: a log of another map loads that map first and the replay starts on its first tick; CARLA's
+    text when the log's map cannot be loaded, the world left as it was."""
+    data = (folder / "drive.log").read_bytes()
+    log = read_log(folder / "drive.log")
+    at = 2 + 2 + len(log.magic) + 8  # version, magic, date: the map name follows
+    assert data[at:at + 6] == struct.pack("<H", 4) + b"town"
+    (folder / "atlantis.log").write_bytes(data[:at] + struct.pack("<H", 8) + b"atlantis" + data[at + 6:])
+    assert read_log(folder / "atlantis.log").map_name == "atlantis"
+    with server_recording_into(folder, "junction") as server:
+        done = client_script(server, OTHER_MAP, "drive.log", "atlantis.log")
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert out["nowhere"] == f"Replaying File: {folder / 'atlantis.log'}\nCould not load mapfile atlantis\n"
+    assert out["still"].endswith("junction")
+    assert out["text"].startswith(f"Replaying File: {folder / 'drive.log'}\nLoading map town\n"
+                                  "Replayer will start after map is loaded...\n"), out["text"]
+    assert out["maps"][0].endswith("junction") and out["maps"][-1].endswith("town"), out["maps"]
+    assert out["roles"] == ["doomed", "driver", "parked", "rammer"]  # the drive's first frames, replayed
 
 
 def test_a_server_killed_while_recording_leaves_every_frame_it_wrote(folder, client_script):
