@@ -499,7 +499,7 @@ class Simulator:
     def start_recorder(self, name: str, additional_data: bool = False) -> str:
         try:
             return self.recorder.start(self.world, str(name), bool(additional_data))
-        except OSError as exc:
+        except (OSError, ValueError) as exc:
             raise CarlaError(str(exc)) from exc
 
     @call(void=True)

@@ -94,9 +94,15 @@ def recorder_folder() -> Path:
 
 
 def recorder_path(name: str) -> Path:
-    """An absolute name as given; a relative one under `recorder_folder()`."""
+    """An absolute name as given; a relative one under `recorder_folder()`, which it may not leave: ValueError for a
+    relative name with a '..' part (or an empty one), naming it."""
     path = Path(str(name)).expanduser()
-    return path if path.is_absolute() else recorder_folder() / path
+    if path.is_absolute():
+        return path
+    if ".." in path.parts or not path.parts:
+        raise ValueError(f"recorder file name '{name}': a relative name is a file under the recorder folder "
+                         f"{recorder_folder()} (no '..'); give an absolute path for a file elsewhere")
+    return recorder_folder() / path
 
 
 # ------------------------------------------------------------------------------------------------ numbers as text
@@ -434,7 +440,10 @@ def _problem_line(recording: Log) -> str:
 
 def _open_log(name: str) -> tuple[Log | None, str]:
     """(log, "") or (None, CARLA's text for a file that is missing or is not a recorder file)."""
-    path = recorder_path(name)
+    try:
+        path = recorder_path(name)
+    except ValueError as exc:
+        return None, f"{exc}\n"
     if not path.is_file():
         return None, f"File {path} not found on server\n"
     try:
@@ -857,11 +866,11 @@ class Recorder:
     # -------------------------------------------------------------------------------------------- recording
     def start(self, world, name: str, additional_data: bool = False) -> str:
         """Start recording `world` into `name` (see `recorder_path`); returns the file's full path. Stops a replay
-        and any recording in course, as CARLA does."""
+        and any recording in course, as CARLA does; a name `recorder_path` refuses (ValueError) stops nothing."""
+        path = recorder_path(name)
         if self.replayer is not None:
             self.stop_replayer(world, keep_actors=False)
         self.stop()
-        path = recorder_path(name)
         try:
             self.writer = Writer(path, world, bool(additional_data))
         except OSError as exc:
@@ -898,7 +907,10 @@ class Recorder:
         if self.replayer is not None:
             self.stop_replayer(world, keep_actors=True)
         self.stop()
-        path = recorder_path(name)
+        try:
+            path = recorder_path(name)
+        except ValueError as exc:
+            return f"{exc}\n"
         lines = [f"Replaying File: {path}\n"]
         if not path.is_file():
             return "".join(lines) + f"File {path} not found on server\n"

@@ -132,6 +132,14 @@ def test_the_recorder_calls_answer_carlas_text_about_a_missing_log(raw_call):
     error, result = raw_call("replay_file", "no_such_recording.log", 0.0, 0.0, 0, False,
                              [[-10.0, 0.0, 5.0], [-25.0, 0.0, 0.0]])
     assert result == [[1, f"Replaying File: {missing}\nFile {missing} not found on server\n"]], result
+    # a relative name stays in the recorder folder: one with '..' is refused naming it, and nothing is written
+    escape = "../escaped.log"
+    error, result = raw_call("start_recorder", escape, False)
+    assert error is None and result[0][0] == 0 and f"recorder file name '{escape}'" in result[0][1][0], result
+    assert not (missing.parent.parent / "escaped.log").exists()
+    for name, params in (("show_recorder_file_info", (escape, False)), ("replay_file", (escape, 0.0, 0.0, 0, False))):
+        error, result = raw_call(name, *params)
+        assert error is None and result[0][1].startswith(f"recorder file name '{escape}'"), (name, result)
     for name, params in (("set_replayer_time_factor", (2.0,)), ("set_replayer_ignore_hero", (False,)),
                          ("set_replayer_ignore_spectator", (True,)), ("stop_replayer", (False,)),
                          ("stop_recorder", ())):
