@@ -29,6 +29,7 @@ from .source import Path_, Source, dotted, load_source
 
 DEFAULT_TIMEOUT_S = 10.0  # plus DEFAULT_TIMEOUT_PER_M per metre of route when a file sets no timeout
 DEFAULT_TIMEOUT_PER_M = 0.5
+DRIVING = ("follow_lane", "change_lane", "run_red_light")  # the steps that move a vehicle
 
 
 def default_timeout_s(route_length_m: float, per_m: float = DEFAULT_TIMEOUT_PER_M) -> float:
@@ -199,6 +200,11 @@ def _check_semantics(scenario: S.Scenario, source: Source) -> None:
                                    f"a {kind} cannot '{step.primitive}'",
                                    f"use one of {', '.join(allowed)}" if allowed
                                    else "props take no behaviour; remove it")
+            if step.primitive == "door" and any(other.primitive in DRIVING for other in actor.behaviour):
+                # the panel is laid against the body where the vehicle was placed (behaviours.ActorRunner)
+                raise source.error(("actors", i, "behaviour", j, "door"),
+                                   "a vehicle that opens a door may not drive: its door stays where it was placed",
+                                   f"give the door to a parked vehicle (no {', '.join(DRIVING)} steps)")
             for key in ("wait", "until"):
                 trigger = getattr(step, key)
                 if trigger is not None and trigger.event is not None:

@@ -56,6 +56,15 @@ CASES = [
      "actors[0].behaviour[1]", "exactly one primitive"),
     ("walker told to follow a lane", GOOD.replace("cross: {speed: 2.0}", "follow_lane: {speed: 2.0}"), 12,
      "actors[0].behaviour[1].follow_lane", "cannot 'follow_lane'"),
+    ("door on a vehicle that drives", GOOD.replace("walker.pedestrian.0001", "vehicle.tesla.model3")
+     .replace("{s: 40, lane: sidewalk}", "{s: 40}").replace("cross: {speed: 2.0}",
+     "door: {side: left}\n      - follow_lane: {speed: 5.0}"), 12, "actors[0].behaviour[1].door", "may not drive"),
+    ("door opened too far", GOOD.replace("walker.pedestrian.0001", "vehicle.tesla.model3")
+     .replace("{s: 40, lane: sidewalk}", "{s: 40}").replace("cross: {speed: 2.0}", "door: {angle: 95}"), 12,
+     "actors[0].behaviour[1].door.angle", "out of range"),
+    ("unknown vehicle light", GOOD.replace("walker.pedestrian.0001", "vehicle.tesla.model3")
+     .replace("{s: 40, lane: sidewalk}", "{s: 40}").replace("cross: {speed: 2.0}", "lights: {state: [siren]}"),
+     12, "actors[0].behaviour[1].lights.state[0]", "special1"),
     ("event of an unknown step", GOOD.replace("ego_time_to_arrival: 2.0", "event: van.go.started"), 10,
      "actors[0].behaviour[0].wait.event", "no actor 'van'"),
     ("duplicate actor id", GOOD + "  - id: walker\n    blueprint: walker.pedestrian.0002\n    place: {s: 50}\n", 13,
