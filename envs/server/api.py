@@ -528,7 +528,10 @@ class Simulator:
 
     @call(void=True)
     def set_replayer_time_factor(self, factor: float) -> None:
-        self.recorder.set_time_factor(pr.finite(factor, "time_factor"))
+        factor = pr.finite(factor, "time_factor")
+        if factor < 0.0:  # the replay runs forwards only (0 holds it where it is)
+            raise CarlaError(f"set_replayer_time_factor: time_factor is {factor}; give 0 or more (1 real time)")
+        self.recorder.set_time_factor(factor)
 
     @call(void=True)
     def set_replayer_ignore_hero(self, ignore: bool) -> None:

@@ -140,6 +140,8 @@ def test_the_recorder_calls_answer_carlas_text_about_a_missing_log(raw_call):
     for name, params in (("show_recorder_file_info", (escape, False)), ("replay_file", (escape, 0.0, 0.0, 0, False))):
         error, result = raw_call(name, *params)
         assert error is None and result[0][1].startswith(f"recorder file name '{escape}'"), (name, result)
+    error, result = raw_call("set_replayer_time_factor", -1.0)  # a replay runs forwards only
+    assert result[0][0] is True and "time_factor is -1.0; give 0 or more" in result[0][1][0], result  # void: error
     for name, params in (("set_replayer_time_factor", (2.0,)), ("set_replayer_ignore_hero", (False,)),
                          ("set_replayer_ignore_spectator", (True,)), ("stop_replayer", (False,)),
                          ("stop_recorder", ())):
