@@ -2,7 +2,9 @@
 crossing bicycles, an oncoming vehicle turning left across the ego's path at an unsignalised junction): each is
 staged as written (where and when its actors move, from positions recorded every tick on the real server) and the
 expert, driving the episode through the one rollout loop under eval's budget, passes it in every weather the file
-offers (DS >= 95, no collision) by doing what the field does: yielding, moving aside, keeping clear."""
+offers (DS >= 95, no collision) by doing what the field does: yielding, moving aside, keeping clear. The emergency
+vehicle is the exception: its DS is 90-94, the criteria's minimum-speed rule counting the emergency vehicle's own
+speed (docs/scenarios.md), and its test asks DS >= 95 with the minimum-speed terms left out."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
