@@ -53,7 +53,7 @@ class Recorder(Observer):
         snapshot = priv.world.get_snapshot()
         self.ego.append(_pose(snapshot.find(priv.ego.id)))
         for runner in priv.scenario.runners:
-            for name, actor_id in [(runner.spec.id, runner.actor.id)] + list(getattr(runner, "owned", {}).items()):
+            for name, actor_id in [(runner.spec.id, runner.actor.id)] + list(runner.owned.items()):
                 state = snapshot.find(actor_id)
                 if state is not None:
                     self.actors.setdefault(name, []).append(_pose(state))
