@@ -280,7 +280,9 @@ def test_a_ticks_state_is_on_the_wire_before_the_tick_is_answered(server, world)
             msgid = next(msgids)
             rpc.sendall(msgpack.packb([0, msgid, name, [[False], *params]], use_bin_type=True))
             while True:
-                unpacker.feed(rpc.recv(1 << 20))
+                data = rpc.recv(1 << 20)
+                assert data, f"the server closed the connection before answering {name}"  # (b'' would spin)
+                unpacker.feed(data)
                 for reply in unpacker:
                     assert reply[1] == msgid and reply[2] is None and reply[3][0][0] == 1, reply
                     return reply[3][0][1]  # Response<T>: [[1, value]]
