@@ -91,7 +91,9 @@ def _call(server, name: str, *params):
         conn.sendall(msgpack.packb([0, 7, name, [[False], *params]], use_bin_type=True))
         unpacker = msgpack.Unpacker(raw=False)
         while True:
-            unpacker.feed(conn.recv(1 << 20))
+            data = conn.recv(1 << 20)
+            assert data, f"the server closed the connection before answering {name}"
+            unpacker.feed(data)
             for reply in unpacker:
                 assert reply[:2] == [1, 7]
                 return reply[2], reply[3]
