@@ -38,6 +38,14 @@ def weather_seeds(path: Path, first: int = 1000) -> dict[str, int]:
     return seeds
 
 
+def weather_params(path: Path) -> list:
+    """`weather_seeds` as pytest parameters: the first weather in the default run, the others marked slow (each is
+    a whole expert episode; the default run must stay within its time budget)."""
+    seeds = sorted(weather_seeds(path).items())
+    return [pytest.param(weather, seed, marks=[pytest.mark.slow] if i else [])
+            for i, (weather, seed) in enumerate(seeds)]
+
+
 @dataclass
 class Recorder(Observer):
     """Per step: the ego's pose and speed, every scenario actor's (and anything it spawned) pose, yaw and speed."""
@@ -134,7 +142,7 @@ def test_the_field_suite_runs_each_field_scenario_in_every_weather_it_offers():
 LEFT_TURN = LIBRARY / "unprotected_left_turn_across.yaml"
 
 
-@pytest.mark.parametrize("weather,seed", sorted(weather_seeds(LEFT_TURN).items()))
+@pytest.mark.parametrize("weather,seed", weather_params(LEFT_TURN))
 def test_expert_yields_to_a_vehicle_turning_left_across_its_path(expert_env, weather, seed):
     """The oncoming turner stands until its trigger, turns left through the unsignalised junction (about 90 deg)
     across the ego's lane while the ego is 15-40 m short of the crossing; the expert slows, lets it clear the lane
@@ -164,7 +172,7 @@ BICYCLE_FLOW = LIBRARY / "crossing_bicycle_flow.yaml"
 BIKES = ("bike_1", "bike_2", "bike_3")
 
 
-@pytest.mark.parametrize("weather,seed", sorted(weather_seeds(BICYCLE_FLOW).items()))
+@pytest.mark.parametrize("weather,seed", weather_params(BICYCLE_FLOW))
 def test_expert_waits_for_a_flow_of_crossing_bicycles(expert_env, weather, seed):
     """The three cyclists stand until the first one's trigger, then ride off together, in order and a few metres
     apart, straight through the junction across the ego's lane from its right, the first while the ego is 5-40 m
@@ -198,7 +206,7 @@ def test_expert_waits_for_a_flow_of_crossing_bicycles(expert_env, weather, seed)
 EMERGENCY = LIBRARY / "emergency_vehicle_behind.yaml"
 
 
-@pytest.mark.parametrize("weather,seed", sorted(weather_seeds(EMERGENCY).items()))
+@pytest.mark.parametrize("weather,seed", weather_params(EMERGENCY))
 def test_expert_makes_way_for_an_emergency_vehicle_from_behind(expert_env, weather, seed):
     """The ambulance or fire truck has its beacons on from the first tick, stands behind the ego in the ego's lane
     until its trigger and then comes up faster than the ego may drive; the expert moves into a free lane of its
@@ -262,7 +270,7 @@ def _gap(a: np.ndarray, b: np.ndarray) -> float:
                for k in range(4))
 
 
-@pytest.mark.parametrize("weather,seed", sorted(weather_seeds(DOOR).items()))
+@pytest.mark.parametrize("weather,seed", weather_params(DOOR))
 def test_expert_keeps_clear_of_a_door_opening_into_its_lane(expert_env, weather, seed):
     """The parked car's door lies closed along its side until the trigger, swings open to the drawn angle in its
     swing time while the ego is 12-35 m short of it, stands 0.8 m or more into the ego's lane for six seconds and
