@@ -18,6 +18,7 @@ simulator is stopped by one) but not atexit handlers.
 from __future__ import annotations
 
 import multiprocessing
+import multiprocessing.util
 import signal
 import traceback
 from collections import Counter
@@ -135,6 +136,12 @@ class _Worker:
     conn: Connection
     state: str = "starting"  # starting | idle | busy
     task: Any = None
+
+
+def close_when_the_worker_ends(resource) -> None:
+    """Call `resource.close()` (its simulator, agent, open files) when this pool worker ends: a worker ends
+    through multiprocessing's exit path, which runs finalizers but not atexit handlers."""
+    multiprocessing.util.Finalize(resource, resource.close, exitpriority=10)
 
 
 def supervised(tasks: Iterable, workers: int, initializer: Callable[..., None], initargs: Sequence,

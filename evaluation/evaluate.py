@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import csv
 import json
-import multiprocessing.util
 import os
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -44,7 +43,7 @@ from envs.budget import BudgetExceeded, ComputeBudget
 from envs.driving_env import DrivingEnv, ScenarioFailed
 from envs.provenance import code_version
 from envs.rollout import AgentFailed, Comfort, TimeToCollision, drive_with_retries
-from envs.workers import Death, Executor, WorkerError, on_server, supervised
+from envs.workers import Death, Executor, WorkerError, close_when_the_worker_ends, on_server, supervised
 from scenarios import metrics
 from scenarios.errors import ScenarioError
 from scenarios.suites import Episode, load_suite
@@ -164,8 +163,7 @@ _worker: Evaluator | None = None
 def _start_worker(cfg_yaml: str, out: str, server: str | None = None) -> None:
     global _worker
     _worker = Evaluator(on_server(OmegaConf.create(cfg_yaml), server), Path(out))
-    # a pool worker ends through multiprocessing's exit path, which runs finalizers but not atexit handlers
-    multiprocessing.util.Finalize(_worker, _worker.close, exitpriority=10)
+    close_when_the_worker_ends(_worker)
 
 
 def _evaluate_in_worker(index: int) -> tuple[dict | None, list[str]]:

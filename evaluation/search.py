@@ -38,7 +38,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import multiprocessing.util
 import os
 import shutil
 import warnings
@@ -55,7 +54,7 @@ from agent.registry import AgentError, make_agent
 from envs.budget import BudgetExceeded, ComputeBudget
 from envs.driving_env import DrivingEnv, ScenarioFailed
 from envs.rollout import AgentFailed, TimeToCollision, drive_with_retries
-from envs.workers import Death, Executor, WorkerError, on_server, supervised
+from envs.workers import Death, Executor, WorkerError, close_when_the_worker_ends, on_server, supervised
 from scenarios import metrics
 from scenarios.compile import ScenarioSpec, compile_seeds, load_scenario
 from scenarios.errors import ScenarioError
@@ -250,8 +249,7 @@ _worker: Runner | None = None
 def _start_worker(cfg_yaml: str, server: str | None = None) -> None:
     global _worker
     _worker = Runner(on_server(OmegaConf.create(cfg_yaml), server))
-    # a pool worker ends through multiprocessing's exit path, which runs finalizers but not atexit handlers
-    multiprocessing.util.Finalize(_worker, _worker.close, exitpriority=10)
+    close_when_the_worker_ends(_worker)
 
 
 def _trial_in_worker(task: TrialTask) -> dict:

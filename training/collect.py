@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import math
-import multiprocessing.util
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -39,7 +38,7 @@ from envs.driving_env import DrivingEnv, ScenarioFailed
 from envs.provenance import code_version, sha256_file
 from envs.rig import Rig
 from envs.rollout import AgentFailed, Observer, Step, drive_with_retries
-from envs.workers import Death, Executor, WorkerError, on_server, supervised
+from envs.workers import Death, Executor, WorkerError, close_when_the_worker_ends, on_server, supervised
 from evaluation.evaluate import check_agent
 from scenarios.errors import ScenarioError
 from scenarios.suites import Episode, load_suite
@@ -234,8 +233,7 @@ _worker: Collector | None = None
 def _start_worker(cfg_yaml: str, server: str | None = None) -> None:
     global _worker
     _worker = Collector(on_server(OmegaConf.create(cfg_yaml), server))
-    # a pool worker ends through multiprocessing's exit path, which runs finalizers but not atexit handlers
-    multiprocessing.util.Finalize(_worker, _worker.close, exitpriority=10)
+    close_when_the_worker_ends(_worker)
 
 
 def _collect_in_worker(index: int) -> dict:

@@ -12,7 +12,6 @@ are refused, naming the file. Rerunning resumes; `workers=N` re-renders N episod
 from __future__ import annotations
 
 import json
-import multiprocessing.util
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from envs.provenance import code_version
 from envs.rig import Rig, rig_from_config
-from envs.workers import Death, supervised
+from envs.workers import Death, close_when_the_worker_ends, supervised
 
 from .collect import rig_metadata, weather_fields
 from .logs.reader import EpisodeReader
@@ -147,8 +146,7 @@ def _start_worker(data: str, out: str, settings: RerenderSettings) -> None:
     global _replayer, _job
     _replayer = Replayer()
     _job = (Path(data), Path(out), settings, read_manifest(data).entries)
-    # a worker ends through multiprocessing's exit path, which runs finalizers but not atexit handlers
-    multiprocessing.util.Finalize(_replayer, _replayer.close, exitpriority=10)
+    close_when_the_worker_ends(_replayer)
 
 
 def _rerender_or_refuse(replayer: Replayer, data: Path, entry: dict, out: Path, settings: RerenderSettings) -> dict:
