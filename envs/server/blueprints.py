@@ -252,6 +252,8 @@ BLUEPRINTS: tuple[Blueprint, ...] = (
     _prop("creasedbox01", (0.40, 0.36, 0.06)),
     _prop("ironplank", (0.73, 0.59, 0.01)),
     _prop("dirtdebris01", (0.93, 0.76, 0.07)),
+    _prop("dirtdebris02", (0.93, 0.76, 0.07)),
+    _prop("dirtdebris03", (0.93, 0.76, 0.09)),
     _prop("mailbox", (0.26, 0.22, 0.58)),
     _prop("vendingmachine", (0.44, 0.55, 1.05)),
     _prop("atm", (0.36, 0.44, 1.14)),

@@ -131,6 +131,11 @@ class StreamProtocol(asyncio.Protocol):
                     self.send(state[:4] + with_map_change(state[4:]) if first else state)
             else:
                 self.server.subscribers.setdefault(self.stream_id, set()).add(self)
+                late = self.server.latest_sensor_data.get(self.stream_id)
+                if late is not None:
+                    # listen() subscribes after it returns, so the tick a client sends right after it can be
+                    # measured first: the subscriber gets that tick's data as if it had been in time
+                    self.send(late)
 
     def connection_lost(self, exc) -> None:
         self.server.connections.discard(self)
@@ -153,6 +158,7 @@ class SimulatorServer:
         # not load the new map itself follows it on the stream it has (as on CARLA's one broadcast stream)
         self.observers: set[StreamProtocol] = set()
         self.last_state: bytes | None = None  # the latest framed episode state
+        self.latest_sensor_data: dict[int, bytes] = {}  # sensor stream id -> its framed data of the latest tick
         self.connections: set[RpcProtocol | StreamProtocol] = set()
         simulator.on_tick = self.publish
 
@@ -197,14 +203,16 @@ class SimulatorServer:
 
     def publish(self, messages: list[tuple[int, bytes]]) -> None:
         for stream_id, payload in messages:
-            subscribers = self.subscribers.get(stream_id)
+            frame = struct.pack("<I", len(payload)) + payload
             if stream_id in self.simulator.observer_streams:
-                self.last_state = struct.pack("<I", len(payload)) + payload
+                self.last_state = frame
+                self.latest_sensor_data.clear()  # a new tick: what was kept for late subscribers is stale
                 subscribers = self.observers
-            if subscribers:
-                frame = struct.pack("<I", len(payload)) + payload
-                for subscriber in list(subscribers):
-                    subscriber.send(frame)
+            else:
+                self.latest_sensor_data[stream_id] = frame
+                subscribers = self.subscribers.get(stream_id)
+            for subscriber in list(subscribers or ()):
+                subscriber.send(frame)
 
     async def _self_tick(self) -> None:
         """In asynchronous mode the server advances on its own, as CARLA does."""

@@ -209,7 +209,10 @@ class World:
         if actor is None or actor is self.spectator or actor.traffic_light is not None:
             raise CarlaError(f"unable to destroy actor {actor_id}: not found")
         for child in [a for a in self.actors.values() if a.parent is actor]:
-            self.destroy(child.id)
+            # CARLA keeps an attached actor when its parent goes (its examples destroy the vehicle, then its
+            # cameras): detached where it stands, it measures from there
+            child.parent, child.relative = None, None
+            child.velocity, child.angular_velocity, child.acceleration = np.zeros(3), np.zeros(3), np.zeros(3)
         del self.actors[actor_id]
         self.streams.pop(actor.stream_id, None)
         self._gone[actor_id] = (self.frame, actor)

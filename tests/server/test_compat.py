@@ -637,3 +637,77 @@ def test_a_script_stuck_at_a_tick_with_a_traffic_manager_is_cleared_away_and_run
         done = client_script(server, STUCK_ONCE_AT_A_TICK, str(server.port + 13), str(tmp_path / "ran"),
                              timeout=35.0)
     assert "OK" in done.stdout
+
+
+# CARLA's synchronous_mode.py: sensors listened to, then world.tick() at once and a wait for that tick's data. The
+# stock client subscribes to a sensor's stream after listen() returns, so the tick can be measured before the
+# subscription lands: the server hands a late subscriber the data of the latest tick (it was lost before: 12-14
+# of 20 such first ticks).
+LISTEN_THEN_TICK = """
+import queue
+import sys
+import carla
+
+client = carla.Client(sys.argv[1], int(sys.argv[2]))
+client.set_timeout(10.0)
+world = client.get_world()
+settings = world.get_settings()
+settings.synchronous_mode, settings.fixed_delta_seconds = True, 0.05
+world.apply_settings(settings)
+library = world.get_blueprint_library()
+pose = carla.Transform(carla.Location(x=30.0, y=-40.0, z=5.0), carla.Rotation(yaw=90.0))
+for blueprint_id in ("sensor.other.imu", "sensor.camera.semantic_segmentation") * 6:
+    sensor = world.spawn_actor(library.find(blueprint_id), pose)
+    data = queue.Queue()
+    sensor.listen(data.put)
+    frame = world.tick()
+    got = data.get(timeout=5.0)
+    assert got.frame == frame, (blueprint_id, got.frame, frame)
+    sensor.stop()
+    sensor.destroy()
+settings.synchronous_mode = False
+world.apply_settings(settings)
+print("OK")
+"""
+
+
+def test_the_tick_right_after_listen_brings_its_sensor_data(server, client_script):
+    assert "OK" in client_script(server, LISTEN_THEN_TICK).stdout
+
+
+# CARLA keeps an attached sensor when its parent is destroyed (its synchronous_mode.py destroys the car, then the
+# car's cameras): the sensor stays where it was, measuring, until it is destroyed itself
+PARENT_DESTROYED_FIRST = """
+import queue
+import sys
+import carla
+
+client = carla.Client(sys.argv[1], int(sys.argv[2]))
+client.set_timeout(10.0)
+world = client.get_world()
+settings = world.get_settings()
+settings.synchronous_mode, settings.fixed_delta_seconds = True, 0.05
+world.apply_settings(settings)
+library = world.get_blueprint_library()
+car = world.spawn_actor(library.find("vehicle.audi.a2"), world.get_map().get_spawn_points()[9])
+imu = world.spawn_actor(library.find("sensor.other.imu"), carla.Transform(carla.Location(z=2.0)), attach_to=car)
+data = queue.Queue()
+imu.listen(data.put)
+world.tick()
+where = imu.get_transform().location
+car.destroy()
+frame = world.tick()
+assert imu.id in [a.id for a in world.get_actors()], "the car's sensor went with the car"
+while (reading := data.get(timeout=5.0)).frame < frame:
+    pass
+assert reading.transform.location.distance(where) < 0.01, (reading.transform.location, where)
+imu.stop()
+assert imu.destroy(), "the sensor could not be destroyed after its parent"
+settings.synchronous_mode = False
+world.apply_settings(settings)
+print("OK")
+"""
+
+
+def test_a_sensor_outlives_its_destroyed_parent_until_it_is_destroyed_itself(server, client_script):
+    assert "OK" in client_script(server, PARENT_DESTROYED_FIRST).stdout
